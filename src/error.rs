@@ -1,0 +1,277 @@
+//! The crate's errors. None of them ever carries a token or a password.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A shorthand for `Result<T, chatapp_session::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which ChatApp call an error came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `POST /v1/tokens` (tokens.make).
+    Make,
+    /// `POST /v1/tokens/refresh` (tokens.refresh).
+    Refresh,
+    /// `GET /v1/tokens/check` (tokens.check).
+    Check,
+    /// Any other, authenticated, call.
+    Request,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Endpoint::Make => "tokens.make",
+            Endpoint::Refresh => "tokens.refresh",
+            Endpoint::Check => "tokens.check",
+            Endpoint::Request => "request",
+        })
+    }
+}
+
+/// What the server said when it refused a call: its HTTP status and, when the reply carried
+/// the ChatApp error envelope, its `code` and `message` unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiError {
+    /// The call that was refused.
+    pub endpoint: Endpoint,
+    /// The HTTP status of the reply.
+    pub status: u16,
+    /// The envelope's `error.code`, e.g. `ApiInvalidTokenError`.
+    pub code: Option<String>,
+    /// The envelope's `error.message`, as the server wrote it.
+    pub message: Option<String>,
+}
+
+impl ApiError {
+    /// A refusal with the given parts.
+    pub fn new(
+        endpoint: Endpoint,
+        status: u16,
+        code: Option<String>,
+        message: Option<String>,
+    ) -> Self {
+        ApiError {
+            endpoint,
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} answered HTTP {}", self.endpoint, self.status)?;
+        if let Some(code) = &self.code {
+            write!(f, " {code}")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, ": {message}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An error of a token store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading, writing or locking the store failed.
+    #[error("{store} store {location}: {action} failed: {source}")]
+    Io {
+        /// Which backend (`file`, `sqlite`, ...).
+        store: &'static str,
+        /// The file, database or service concerned.
+        location: String,
+        /// What was being done.
+        action: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store is readable or writable by other users, so it is refused.
+    #[error("{location} is accessible by group or others (mode {mode:o}); refusing to use it: run `chmod 600 {location}`")]
+    InsecurePermissions {
+        /// The file concerned.
+        location: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A stored record could not be read: it is left as it is.
+    #[error(
+        "{store} store {location}: the stored record is corrupt ({detail}); it was left untouched"
+    )]
+    Corrupt {
+        /// Which backend.
+        store: &'static str,
+        /// The file, database or service concerned.
+        location: String,
+        /// What is wrong with it (never its content).
+        detail: String,
+    },
+    /// A stored record was written by a newer (or unknown) schema version.
+    #[error("{store} store {location}: schema version {found} is not supported (this build reads up to {supported}); it was left untouched")]
+    UnsupportedVersion {
+        /// Which backend.
+        store: &'static str,
+        /// The file, database or service concerned.
+        location: String,
+        /// The version found.
+        found: u64,
+        /// The newest version this build understands.
+        supported: u64,
+    },
+    /// The backend cannot be used here (no keyring daemon, no database server, ...).
+    #[error("{store} store is unavailable: {hint}")]
+    Unavailable {
+        /// Which backend.
+        store: &'static str,
+        /// What to start or install.
+        hint: String,
+    },
+    /// A backend-specific failure.
+    #[error("{store} store {location}: {source}")]
+    Backend {
+        /// Which backend.
+        store: &'static str,
+        /// The file, database or service concerned.
+        location: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+/// Everything that can go wrong in a session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// tokens.make refused the email, password or appId (HTTP 401/403 or another 4xx).
+    #[error("the server rejected the credentials: {0}")]
+    InvalidCredentials(ApiError),
+    /// tokens.refresh refused the stored refresh token and no credentials were given to make
+    /// a new pair.
+    #[error("the server rejected the stored refresh token and no credentials were given to make a new pair: {0}")]
+    RefreshRejected(ApiError),
+    /// A request was refused with `ApiInvalidTokenError` again after the session got a fresh
+    /// token and resent it once.
+    #[error("the server rejected a freshly obtained access token: {0}")]
+    TokenRejected(ApiError),
+    /// The make quota (100 a day by default) is used up; nothing was sent.
+    #[error("tokens.make quota exhausted: {used} of {limit} used in the last 24 h{}{}",
+        next_make_at.map(|t| format!("; the next make is allowed at unix time {t}")).unwrap_or_default(),
+        server.as_ref().map(|s| format!(" ({s})")).unwrap_or_default())]
+    QuotaExhausted {
+        /// Makes counted in the last 24 h (the reserve included in the limit).
+        used: u32,
+        /// The limit in force.
+        limit: u32,
+        /// When the next make is allowed, unix seconds, when known.
+        next_make_at: Option<i64>,
+        /// The server's own refusal, when the server said it (HTTP 429 on tokens.make).
+        server: Option<ApiError>,
+    },
+    /// A new pair is needed but no credentials were given and no usable pair is stored.
+    #[error("no usable token pair is stored and no credentials were given to make one")]
+    CredentialsRequired,
+    /// The server refused an ordinary request (any other 4xx, or an error envelope).
+    #[error("{0}")]
+    Api(ApiError),
+    /// The server asked the client to slow down (HTTP 429 on an ordinary request).
+    #[error("rate limited: {0}")]
+    RateLimited(ApiError),
+    /// The server failed (HTTP 5xx).
+    #[error("server failure: {0}")]
+    Server(ApiError),
+    /// The reply could not be understood: not JSON, no envelope, a missing or mistyped field,
+    /// or larger than the cap.
+    #[error("{endpoint}: unexpected reply (HTTP {status}): {detail}")]
+    Protocol {
+        /// The call concerned.
+        endpoint: Endpoint,
+        /// The HTTP status of the reply.
+        status: u16,
+        /// What was wrong (never the body itself).
+        detail: String,
+    },
+    /// The exchange took longer than the configured timeout.
+    #[error("{endpoint}: no reply within {after:?}")]
+    Timeout {
+        /// The call concerned.
+        endpoint: Endpoint,
+        /// The timeout in force.
+        after: Duration,
+    },
+    /// The connection failed (refused, reset, DNS, TLS...).
+    #[error("{endpoint}: network failure: {source}")]
+    Network {
+        /// The call concerned.
+        endpoint: Endpoint,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// tokens.refresh was sent but its reply never arrived. The server may have rotated the
+    /// pair already, in which case the stored refresh token is dead: the next call detects
+    /// that and, within the quota, makes a new pair.
+    #[error("the reply to tokens.refresh was lost; the stored refresh token may have been rotated by the server and the next call will make a new pair if so: {source}")]
+    RefreshReplyLost {
+        /// What happened to the exchange.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Reading or writing the token store failed; the last good pair stays stored.
+    #[error("token store: {0}")]
+    Storage(#[from] StoreError),
+    /// The session was configured in a way it cannot work with.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The server's refusal, for the errors that carry one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            Error::InvalidCredentials(e)
+            | Error::RefreshRejected(e)
+            | Error::TokenRejected(e)
+            | Error::Api(e)
+            | Error::RateLimited(e)
+            | Error::Server(e) => Some(e),
+            Error::QuotaExhausted { server, .. } => server.as_ref(),
+            Error::RefreshReplyLost { source } => source.api_error(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_send_sync_and_small() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        assert!(std::mem::size_of::<Error>() <= 128);
+    }
+
+    #[test]
+    fn api_error_keeps_code_and_message() {
+        let e = Error::InvalidCredentials(ApiError::new(
+            Endpoint::Make,
+            401,
+            Some("ApiAuthError".into()),
+            Some("Wrong password".into()),
+        ));
+        let text = e.to_string();
+        assert!(text.contains("HTTP 401"), "{text}");
+        assert!(text.contains("ApiAuthError"), "{text}");
+        assert!(text.contains("Wrong password"), "{text}");
+        assert_eq!(e.api_error().map(|a| a.status), Some(401));
+    }
+}

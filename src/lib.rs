@@ -1,0 +1,22 @@
+//! # chatapp-session
+//!
+//! A blocking session for the [ChatApp](https://api.chatapp.online) API that follows
+//! ChatApp's own rules for clients: keep the token pair, call the API with the saved access
+//! token, and only when the server answers `ApiInvalidTokenError` refresh, save the new pair
+//! and repeat the request. tokens.make (100 a day) is the last resort, counted against a
+//! persisted rolling 24 h ledger; there is never a refresh on a timer.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod clock;
+mod error;
+pub mod policy;
+// mod session;
+pub mod store;
+mod token;
+pub mod transport;
+
+pub use error::{ApiError, Endpoint, Error, Result, StoreError};
+// pub use session::{Session, SessionBuilder};
+pub use token::{AccessToken, Credentials, Password, RefreshToken, TokenPair};

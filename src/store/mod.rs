@@ -1,0 +1,145 @@
+//! Where the token pair and the make ledger are kept.
+//!
+//! A [`TokenStore`] keeps one [`StoredRecord`] per [`StoreKey`] and offers an exclusive,
+//! cross-process [`lock`](TokenStore::lock) under which a session reloads the record, refreshes
+//! and saves the new pair: the single flight of `DESIGN.md`. Backends, each behind its cargo
+//! feature: [`MemoryStore`] (always), `FileStore` (`file`), `SqliteStore` (`sqlite`),
+//! `KeyringStore` (`keyring`).
+
+mod memory;
+mod record;
+
+pub use memory::MemoryStore;
+pub use record::{decode_record, encode_record, RECORD_VERSION};
+
+use std::fmt;
+
+use crate::error::StoreError;
+use crate::token::TokenPair;
+
+/// Names one account's record in a store: derived from the base URL, email and appId, or set
+/// explicitly on the session builder. Not a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey(String);
+
+impl StoreKey {
+    /// A key with an explicit name.
+    pub fn new(name: impl Into<String>) -> Self {
+        StoreKey(name.into())
+    }
+
+    /// The key of an account: `base_url` (without a trailing `/`), email and appId.
+    pub fn for_account(base_url: &str, email: &str, app_id: &str) -> Self {
+        StoreKey(format!(
+            "{} {} {}",
+            base_url.trim_end_matches('/'),
+            email,
+            app_id
+        ))
+    }
+
+    /// The key used when only the base URL is known (no credentials given).
+    pub fn for_base_url(base_url: &str) -> Self {
+        StoreKey(base_url.trim_end_matches('/').to_owned())
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a store keeps under one key: the current pair (if any) and the make ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The current token pair; `None` after a logout or before the first make.
+    pub pair: Option<TokenPair>,
+    /// Unix seconds of every tokens.make sent in the last 24 h (older entries may be pruned).
+    /// Kept across logouts so the quota survives them.
+    pub makes: Vec<i64>,
+}
+
+/// A store of token records.
+///
+/// Implementations must be safe to share between threads and must make [`lock`](Self::lock)
+/// exclusive across threads *and* processes that open the same underlying storage.
+pub trait TokenStore: Send + Sync + fmt::Debug {
+    /// The record under `key`, or `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the storage cannot be read or the record is corrupt.
+    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Takes the exclusive lock for `key`, waiting for another holder (in this or another
+    /// process) to release it. The lock is released when the returned guard is dropped, and
+    /// by the operating system if the process dies.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the lock cannot be taken.
+    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError>;
+
+    /// Saves `record` under `key`, durably, under the lock.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the lock cannot be taken or the write fails; the previous record
+    /// then stays in place.
+    fn save(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
+        let mut guard = self.lock(key)?;
+        guard.save(record)
+    }
+
+    /// Removes the pair under `key` and keeps its make ledger. Clearing an absent key is not
+    /// an error.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the storage cannot be read or written.
+    fn clear(&self, key: &StoreKey) -> Result<(), StoreError> {
+        let mut guard = self.lock(key)?;
+        match guard.load()? {
+            Some(mut record) if record.pair.is_some() => {
+                record.pair = None;
+                guard.save(&record)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The exclusive hold on one key of a store, returned by [`TokenStore::lock`].
+///
+/// [`save`](Self::save) is the last operation under a lock: once it returns `Ok` the record
+/// is durable. Dropping the guard without saving changes nothing.
+pub trait StoreLock {
+    /// The record under the locked key, as it is now.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the storage cannot be read or the record is corrupt.
+    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Writes `record` under the locked key, durably.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails; the previous record then stays in place.
+    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError>;
+}
+
+impl<S: TokenStore + ?Sized> TokenStore for std::sync::Arc<S> {
+    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+        (**self).load(key)
+    }
+    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+        (**self).lock(key)
+    }
+    fn save(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
+        (**self).save(key, record)
+    }
+    fn clear(&self, key: &StoreKey) -> Result<(), StoreError> {
+        (**self).clear(key)
+    }
+}

@@ -1,0 +1,101 @@
+//! Talking to ChatApp: the [`Transport`] trait, its ureq implementation [`UreqTransport`],
+//! and the parsing of the `success/data/error` envelope.
+//!
+//! A transport only sends what it is told and reports what came back. It never decides when to
+//! refresh or make: every refusal comes back as [`Error::Api`] with the HTTP status and the
+//! server's code and message, and the [`policy`](crate::policy) classifies it.
+
+mod envelope;
+mod ureq;
+
+pub use self::envelope::{parse_envelope, parse_token_pair};
+pub use self::ureq::UreqTransport;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
+
+/// The real ChatApp API.
+pub const DEFAULT_BASE_URL: &str = "https://api.chatapp.online";
+/// The default bound on one HTTP exchange.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default cap on a reply body; a larger reply is refused without being read into memory.
+pub const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How a transport reaches the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportConfig {
+    /// The base URL, e.g. `https://api.chatapp.online` (no trailing `/`).
+    pub base_url: String,
+    /// Bound on each HTTP exchange, connect to last byte.
+    pub timeout: Duration,
+    /// The `Lang` header (`en`, `ru`, `pt`), when set.
+    pub lang: Option<String>,
+    /// The cap on a reply body, in bytes.
+    pub max_reply_bytes: u64,
+    /// Allow plain `http://` to hosts other than loopback.
+    pub allow_insecure_http: bool,
+}
+
+impl TransportConfig {
+    /// The defaults for `base_url`.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        TransportConfig {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            lang: None,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
+            allow_insecure_http: false,
+        }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig::new(DEFAULT_BASE_URL)
+    }
+}
+
+/// The calls a session makes. Implementations report; they never retry or refresh.
+///
+/// Every method returns [`Error::Api`](crate::Error::Api) for a refusal (any non-2xx status,
+/// or `"success": false` whatever the status), [`Error::Protocol`](crate::Error::Protocol) for a
+/// 2xx reply that is not the envelope expected, and [`Error::Timeout`](crate::Error::Timeout) or
+/// [`Error::Network`](crate::Error::Network) when no reply came.
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// tokens.make: `POST /v1/tokens` with the credentials.
+    ///
+    /// # Errors
+    /// As described on the trait.
+    fn make(&self, credentials: &Credentials) -> Result<TokenPair>;
+
+    /// tokens.refresh: `POST /v1/tokens/refresh` with the `Refresh` header.
+    ///
+    /// # Errors
+    /// As described on the trait.
+    fn refresh(&self, refresh: &RefreshToken) -> Result<TokenPair>;
+
+    /// tokens.check: `GET /v1/tokens/check`; `Ok(true)` when the server says the token works.
+    ///
+    /// # Errors
+    /// As described on the trait; a refusal of the token itself is `Ok(false)`.
+    fn check(&self, access: &AccessToken) -> Result<bool>;
+
+    /// An authenticated call: `method` on `path` (starting with `/v1`), with `body` as JSON.
+    /// Returns the envelope's `data` (JSON `null` when absent).
+    ///
+    /// # Errors
+    /// As described on the trait.
+    fn send(
+        &self,
+        access: &AccessToken,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value>;
+}

@@ -1,0 +1,315 @@
+//! The [`Transport`] over ureq 3: one agent with a keep-alive pool, statuses read by hand so
+//! that an error envelope is never lost, bodies capped, proxies skipped for loopback.
+
+use std::io::Read;
+use std::net::IpAddr;
+
+use serde_json::{json, Value};
+use ureq::http;
+
+use super::envelope::{parse_envelope, parse_token_pair};
+use super::{Transport, TransportConfig};
+use crate::error::{Endpoint, Error, Result};
+use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
+
+const USER_AGENT: &str = concat!("chatapp-session/", env!("CARGO_PKG_VERSION"));
+
+/// The ureq 3 transport (HTTPS through rustls, certificates verified against the webpki roots).
+#[derive(Debug)]
+pub struct UreqTransport {
+    agent: ureq::Agent,
+    config: TransportConfig,
+}
+
+/// Whether `host` (as written in a URL authority) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// Splits `scheme://host[:port][/...]` into scheme and host.
+fn scheme_and_host(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then_some((scheme, host))
+}
+
+impl UreqTransport {
+    /// A transport for `config`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the base URL is not `https://` or `http://`, or is plain
+    /// `http://` to a host other than loopback without
+    /// [`allow_insecure_http`](TransportConfig::allow_insecure_http).
+    pub fn new(config: TransportConfig) -> Result<Self> {
+        let (scheme, host) = scheme_and_host(&config.base_url).ok_or_else(|| {
+            Error::Config(format!(
+                "base URL {:?} is not an http(s) URL",
+                config.base_url
+            ))
+        })?;
+        let loopback = is_loopback(host);
+        match scheme.to_ascii_lowercase().as_str() {
+            "https" => {}
+            "http" if loopback || config.allow_insecure_http => {}
+            "http" => {
+                return Err(Error::Config(format!(
+                    "refusing plain http:// to {host}: tokens would cross the network unencrypted \
+                     (use https://, or allow_insecure_http(true) if you really mean it)"
+                )))
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "base URL scheme {other:?} is not supported (use https://)"
+                )))
+            }
+        }
+        let mut builder = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(config.timeout))
+            .user_agent(USER_AGENT)
+            .max_redirects(0);
+        if loopback {
+            // HTTP(S)_PROXY would otherwise send even 127.0.0.1 through the proxy.
+            builder = builder.proxy(None);
+        }
+        let agent = builder.build().new_agent();
+        Ok(UreqTransport { agent, config })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.config.base_url, path)
+    }
+
+    /// Sends one request and returns the status and the (capped) body.
+    fn exchange(
+        &self,
+        endpoint: Endpoint,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let method = http::Method::from_bytes(method.as_bytes())
+            .map_err(|_| Error::Config(format!("{method:?} is not an HTTP method")))?;
+        let mut request = http::Request::builder()
+            .method(method.clone())
+            .uri(self.url(path))
+            .header("Accept", "application/json");
+        if let Some(lang) = &self.config.lang {
+            request = request.header("Lang", lang.as_str());
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let built = match body {
+            Some(bytes) => request
+                .header("Content-Type", "application/json")
+                .body(bytes)
+                .map(|r| self.agent.run(r)),
+            None => request.body(()).map(|r| self.agent.run(r)),
+        };
+        let sent =
+            built.map_err(|_| Error::Config(format!("path {path:?} is not a valid URL path")))?;
+        let mut response = sent.map_err(|e| self.map_error(endpoint, e))?;
+        let status = response.status().as_u16();
+        log::debug!("{method} {path} -> HTTP {status}");
+        let cap = self.config.max_reply_bytes;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap) {
+            return Err(self.too_large(endpoint, status));
+        }
+        let mut bytes = Vec::new();
+        let read = response
+            .body_mut()
+            .as_reader()
+            .take(cap.saturating_add(1))
+            .read_to_end(&mut bytes);
+        match read {
+            Ok(n) if n as u64 > cap => Err(self.too_large(endpoint, status)),
+            Ok(_) => Ok((status, bytes)),
+            Err(e) => Err(self.map_io(endpoint, e)),
+        }
+    }
+
+    fn too_large(&self, endpoint: Endpoint, status: u16) -> Error {
+        Error::Protocol {
+            endpoint,
+            status,
+            detail: format!(
+                "the reply is larger than the {} byte cap",
+                self.config.max_reply_bytes
+            ),
+        }
+    }
+
+    fn map_error(&self, endpoint: Endpoint, e: ureq::Error) -> Error {
+        match e {
+            ureq::Error::Timeout(_) => Error::Timeout {
+                endpoint,
+                after: self.config.timeout,
+            },
+            ureq::Error::Io(io) => self.map_io(endpoint, io),
+            other => Error::Network {
+                endpoint,
+                source: Box::new(other),
+            },
+        }
+    }
+
+    fn map_io(&self, endpoint: Endpoint, e: std::io::Error) -> Error {
+        // ureq reports its own timeouts inside io errors while a body is read.
+        let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+            || e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+                .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+        if timed_out {
+            Error::Timeout {
+                endpoint,
+                after: self.config.timeout,
+            }
+        } else {
+            Error::Network {
+                endpoint,
+                source: Box::new(e),
+            }
+        }
+    }
+}
+
+impl Transport for UreqTransport {
+    fn make(&self, credentials: &Credentials) -> Result<TokenPair> {
+        let body = zeroize::Zeroizing::new(
+            json!({
+                "email": credentials.email(),
+                "password": credentials.password().expose_secret(),
+                "appId": credentials.app_id(),
+            })
+            .to_string()
+            .into_bytes(),
+        );
+        let (status, reply) = self.exchange(
+            Endpoint::Make,
+            "POST",
+            "/v1/tokens",
+            &[],
+            Some(body.to_vec()),
+        )?;
+        let data = parse_envelope(Endpoint::Make, status, &reply)?;
+        parse_token_pair(Endpoint::Make, status, data)
+    }
+
+    fn refresh(&self, refresh: &RefreshToken) -> Result<TokenPair> {
+        let (status, reply) = self.exchange(
+            Endpoint::Refresh,
+            "POST",
+            "/v1/tokens/refresh",
+            &[("Refresh", refresh.expose_secret())],
+            None,
+        )?;
+        let data = parse_envelope(Endpoint::Refresh, status, &reply)?;
+        parse_token_pair(Endpoint::Refresh, status, data)
+    }
+
+    fn check(&self, access: &AccessToken) -> Result<bool> {
+        let (status, reply) = self.exchange(
+            Endpoint::Check,
+            "GET",
+            "/v1/tokens/check",
+            &[("Authorization", access.expose_secret())],
+            None,
+        )?;
+        match parse_envelope(Endpoint::Check, status, &reply) {
+            Ok(_) => Ok(true),
+            Err(Error::Api(a)) if a.status < 500 && a.status != 429 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send(
+        &self,
+        access: &AccessToken,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let (status, reply) = self.exchange(
+            Endpoint::Request,
+            method,
+            path,
+            &[("Authorization", access.expose_secret())],
+            body.map(|v| v.to_string().into_bytes()),
+        )?;
+        parse_envelope(Endpoint::Request, status, &reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_split_out_of_urls() {
+        assert_eq!(
+            scheme_and_host("https://api.chatapp.online"),
+            Some(("https", "api.chatapp.online"))
+        );
+        assert_eq!(
+            scheme_and_host("http://127.0.0.1:8080/x"),
+            Some(("http", "127.0.0.1"))
+        );
+        assert_eq!(
+            scheme_and_host("http://u:p@[::1]:80"),
+            Some(("http", "[::1]"))
+        );
+        assert_eq!(scheme_and_host("nonsense"), None);
+        assert_eq!(scheme_and_host("http://"), None);
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for ok in [
+            "http://127.0.0.1:1",
+            "http://localhost:1",
+            "http://[::1]:1",
+            "http://127.8.9.1",
+            "https://example.com",
+        ] {
+            assert!(UreqTransport::new(TransportConfig::new(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://example.com",
+            "http://10.0.0.1:80",
+            "ftp://127.0.0.1",
+            "example.com",
+            "http://localhost.evil.com",
+        ] {
+            match UreqTransport::new(TransportConfig::new(bad)) {
+                Err(Error::Config(_)) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let mut allowed = TransportConfig::new("http://example.com");
+        allowed.allow_insecure_http = true;
+        assert!(UreqTransport::new(allowed).is_ok());
+    }
+}
