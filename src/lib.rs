@@ -12,11 +12,11 @@
 pub mod clock;
 mod error;
 pub mod policy;
-// mod session;
+mod session;
 pub mod store;
 mod token;
 pub mod transport;
 
 pub use error::{ApiError, Endpoint, Error, Result, StoreError};
-// pub use session::{Session, SessionBuilder};
+pub use session::{Session, SessionBuilder, Status};
 pub use token::{AccessToken, Credentials, Password, RefreshToken, TokenPair};

@@ -143,3 +143,18 @@ impl<S: TokenStore + ?Sized> TokenStore for std::sync::Arc<S> {
         (**self).clear(key)
     }
 }
+
+impl<S: TokenStore + ?Sized> TokenStore for Box<S> {
+    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+        (**self).load(key)
+    }
+    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+        (**self).lock(key)
+    }
+    fn save(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
+        (**self).save(key, record)
+    }
+    fn clear(&self, key: &StoreKey) -> Result<(), StoreError> {
+        (**self).clear(key)
+    }
+}

@@ -1,0 +1,580 @@
+//! The [`Session`]: a usable access token on demand, authenticated requests retried once on
+//! `ApiInvalidTokenError`, and the single flight of refreshes inside the process (a refresh
+//! lock) and across processes (the store's lock).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{ApiError, Error, Result};
+use crate::policy::{self, Action, Blocked, Policy, Refusal, Situation};
+use crate::store::{MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
+use crate::token::{AccessToken, Credentials, TokenPair};
+use crate::transport::{Transport, TransportConfig, UreqTransport, DEFAULT_BASE_URL};
+
+/// A ChatApp session: cheap to clone (clones share one state), `Send + Sync`.
+///
+/// It hands out the stored access token while it is usable, and only when the server refuses
+/// it (or its end time has passed) refreshes the pair, saves the new pair to the store, and
+/// then uses it. tokens.make happens only when no refresh token can be used, credentials were
+/// given, and the persisted rolling 24 h quota allows it.
+///
+/// ```no_run
+/// use chatapp_session::{Credentials, Session};
+///
+/// let session = Session::builder()
+///     .credentials(Credentials::new("me@example.com", "password", "app_4242_1"))
+///     .build()?;
+/// let licenses = session.request("GET", "/v1/licenses", None)?;
+/// println!("{licenses}");
+/// # Ok::<(), chatapp_session::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Box<dyn Transport>,
+    store: Box<dyn TokenStore>,
+    key: StoreKey,
+    credentials: Option<Credentials>,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+    /// The pair in use. Never held across I/O.
+    current: Mutex<Option<Arc<TokenPair>>>,
+    /// Held across a whole reload-refresh-save: one at a time in this process.
+    flight: Mutex<()>,
+}
+
+/// What the store holds for this session's key, without secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Whether a pair is stored.
+    pub stored: bool,
+    /// When the stored access token ends (unix seconds).
+    pub access_expires_at: Option<i64>,
+    /// When the stored refresh token ends (unix seconds).
+    pub refresh_expires_at: Option<i64>,
+    /// The cabinet user of the stored pair.
+    pub cabinet_user_id: Option<i64>,
+    /// tokens.make sent in the last 24 h for this key.
+    pub makes_last_24h: u32,
+}
+
+impl Session {
+    /// A builder with the defaults: the real ChatApp base URL, a [`MemoryStore`], no
+    /// credentials, a 30 s timeout, the default [`Policy`].
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// A usable access token: the cached one if it is still usable, else the stored one, else
+    /// a refreshed (or, as a last resort, newly made) one, saved before it is returned.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the store fails, [`Error::QuotaExhausted`] or
+    /// [`Error::CredentialsRequired`] when a make is needed and not possible, and the
+    /// transport's errors for refresh or make.
+    pub fn access_token(&self) -> Result<AccessToken> {
+        let now = self.inner.clock.now();
+        if let Some(pair) = self.inner.current.lock().as_ref() {
+            if self.inner.policy.usable(now, pair) {
+                return Ok(pair.access.clone());
+            }
+        }
+        self.inner.obtain(None)
+    }
+
+    /// An authenticated call: `method` on `path` (e.g. `GET /v1/licenses`), with `body` as
+    /// JSON. Returns the reply's `data`. If the server answers `ApiInvalidTokenError`, the
+    /// session gets a fresh token and resends the request once.
+    ///
+    /// # Errors
+    /// [`Error::TokenRejected`] when the fresh token is refused too, [`Error::Api`],
+    /// [`Error::RateLimited`] or [`Error::Server`] with the server's code and message, the
+    /// transport's errors, and those of [`access_token`](Self::access_token).
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let token = self.access_token()?;
+        let refusal = match self.inner.transport.send(&token, method, path, body) {
+            Err(Error::Api(refusal)) if policy::classify(&refusal) == Refusal::InvalidToken => {
+                refusal
+            }
+            Err(Error::Api(refusal)) => return Err(refused_request(refusal)),
+            other => return other,
+        };
+        log::info!("{method} {path}: the server refused the access token ({refusal}); getting a fresh one");
+        let fresh = self.inner.obtain(Some(&token))?;
+        match self.inner.transport.send(&fresh, method, path, body) {
+            Err(Error::Api(again)) if policy::classify(&again) == Refusal::InvalidToken => {
+                Err(Error::TokenRejected(again))
+            }
+            Err(Error::Api(other)) => Err(refused_request(other)),
+            other => other,
+        }
+    }
+
+    /// Sends tokens.make now and saves the new pair, whatever is stored (within the quota).
+    /// Use it for an explicit login; [`access_token`](Self::access_token) and
+    /// [`request`](Self::request) make by themselves only when they must.
+    ///
+    /// # Errors
+    /// [`Error::CredentialsRequired`] without credentials, [`Error::QuotaExhausted`],
+    /// [`Error::InvalidCredentials`], the transport's and the store's errors.
+    pub fn login(&self) -> Result<()> {
+        let _flight = self.inner.flight.lock();
+        let mut guard = self.inner.store.lock(&self.inner.key)?;
+        let mut record = guard.load()?.unwrap_or_default();
+        let now = self.inner.clock.now();
+        if self.inner.credentials.is_none() {
+            return Err(Error::CredentialsRequired);
+        }
+        let quota = self.inner.policy.quota(now, &record.makes);
+        if quota.next_make_at.is_some() {
+            return Err(quota_error(quota, None));
+        }
+        self.inner.make(guard.as_mut(), &mut record, now).map(drop)
+    }
+
+    /// Deletes the stored pair (the make ledger stays, so the quota still counts).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the store fails.
+    pub fn logout(&self) -> Result<()> {
+        let _flight = self.inner.flight.lock();
+        self.inner.store.clear(&self.inner.key)?;
+        *self.inner.current.lock() = None;
+        Ok(())
+    }
+
+    /// What the store holds for this session, without secrets and without any network call.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the store fails.
+    pub fn status(&self) -> Result<Status> {
+        let record = self
+            .inner
+            .store
+            .load(&self.inner.key)?
+            .unwrap_or_default();
+        let pair = record.pair.as_ref();
+        let now = self.inner.clock.now();
+        Ok(Status {
+            stored: pair.is_some(),
+            access_expires_at: pair.map(|p| p.access_expires_at),
+            refresh_expires_at: pair.map(|p| p.refresh_expires_at),
+            cabinet_user_id: pair.map(|p| p.cabinet_user_id),
+            makes_last_24h: self.inner.policy.quota(now, &record.makes).used,
+        })
+    }
+
+    /// Asks tokens.check whether the current access token works (obtaining one first if needed).
+    ///
+    /// # Errors
+    /// Those of [`access_token`](Self::access_token) and the transport's.
+    pub fn check(&self) -> Result<bool> {
+        let token = self.access_token()?;
+        self.inner.transport.check(&token)
+    }
+
+    /// The key this session's record has in its store.
+    pub fn store_key(&self) -> &StoreKey {
+        &self.inner.key
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("key", &self.inner.key)
+            .field("store", &self.inner.store)
+            .field("transport", &self.inner.transport)
+            .field("credentials", &self.inner.credentials)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a refusal of an ordinary request (not an invalid token) to its error.
+fn refused_request(refusal: ApiError) -> Error {
+    match policy::classify(&refusal) {
+        Refusal::RateLimited => Error::RateLimited(refusal),
+        Refusal::Server => Error::Server(refusal),
+        Refusal::InvalidToken => Error::TokenRejected(refusal),
+        Refusal::Rejected => Error::Api(refusal),
+    }
+}
+
+fn quota_error(quota: policy::Quota, server: Option<ApiError>) -> Error {
+    Error::QuotaExhausted {
+        used: quota.used,
+        limit: quota.allowed,
+        next_make_at: quota.next_make_at,
+        server,
+    }
+}
+
+impl Inner {
+    /// The slow path: a usable token, refreshing or making under both locks if needed.
+    /// `rejected` is the access token the server just refused, if that is why we are here.
+    fn obtain(&self, rejected: Option<&AccessToken>) -> Result<AccessToken> {
+        let _flight = self.flight.lock();
+        let now = self.clock.now();
+        // Another thread may have done the work while we waited for the flight lock.
+        if let Some(pair) = self.current.lock().as_ref() {
+            if Some(&pair.access) != rejected && self.policy.usable(now, pair) {
+                return Ok(pair.access.clone());
+            }
+        }
+        // A cold start or another process's refresh: the stored pair may do, with no lock.
+        if let Some(pair) = self.store.load(&self.key)?.and_then(|r| r.pair) {
+            if Some(&pair.access) != rejected && self.policy.usable(now, &pair) {
+                return Ok(self.adopt(pair));
+            }
+        }
+        let mut guard = self.store.lock(&self.key)?;
+        let mut record = guard.load()?.unwrap_or_default();
+        let mut refresh_refusal: Option<ApiError> = None;
+        loop {
+            let now = self.clock.now();
+            let situation = Situation {
+                now,
+                stored: record.pair.as_ref(),
+                rejected_access: rejected,
+                refresh_rejected: refresh_refusal.is_some(),
+                has_credentials: self.credentials.is_some(),
+                makes: &record.makes,
+            };
+            match self.policy.decide(&situation) {
+                Action::Use => {
+                    let pair = record.pair.take().ok_or(Error::CredentialsRequired)?;
+                    return Ok(self.adopt(pair));
+                }
+                Action::Refresh => {
+                    let Some(stale) = record.pair.clone() else {
+                        return Err(Error::CredentialsRequired);
+                    };
+                    match self.transport.refresh(&stale.refresh) {
+                        Ok(pair) => {
+                            log::info!("tokens.refresh: new pair (access ends at {})", pair.access_expires_at);
+                            return self.save_and_adopt(guard.as_mut(), &mut record, pair, now);
+                        }
+                        Err(Error::Api(refusal)) => match policy::classify(&refusal) {
+                            Refusal::RateLimited => return Err(Error::RateLimited(refusal)),
+                            Refusal::Server => return Err(Error::Server(refusal)),
+                            Refusal::InvalidToken | Refusal::Rejected => {
+                                log::warn!("tokens.refresh refused the stored refresh token ({refusal})");
+                                // Another client may have refreshed a moment ago: reload once.
+                                let reloaded = guard.load()?.unwrap_or_default();
+                                if reloaded.pair.as_ref() != Some(&stale) && reloaded.pair.is_some() {
+                                    record = reloaded;
+                                    continue;
+                                }
+                                record.makes = reloaded.makes;
+                                refresh_refusal = Some(refusal);
+                            }
+                        },
+                        Err(lost @ (Error::Timeout { .. } | Error::Network { .. })) => {
+                            return Err(Error::RefreshReplyLost {
+                                source: Box::new(lost),
+                            })
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+                Action::Make => return self.make(guard.as_mut(), &mut record, now),
+                Action::Fail(Blocked::NoCredentials) => {
+                    return Err(match refresh_refusal {
+                        Some(refusal) => Error::RefreshRejected(refusal),
+                        None => Error::CredentialsRequired,
+                    })
+                }
+                Action::Fail(Blocked::Quota(quota)) => return Err(quota_error(quota, None)),
+            }
+        }
+    }
+
+    /// tokens.make under the store lock; the attempt is counted in the ledger unless the
+    /// server clearly refused it, and the new pair is saved before it is used.
+    fn make(
+        &self,
+        guard: &mut dyn StoreLock,
+        record: &mut StoredRecord,
+        now: i64,
+    ) -> Result<AccessToken> {
+        let Some(credentials) = &self.credentials else {
+            return Err(Error::CredentialsRequired);
+        };
+        self.policy.prune(now, &mut record.makes);
+        record.makes.push(now);
+        match self.transport.make(credentials) {
+            Ok(pair) => {
+                log::info!("tokens.make: new pair (access ends at {})", pair.access_expires_at);
+                self.save_and_adopt(guard, record, pair, now)
+            }
+            Err(Error::Api(refusal)) => {
+                record.makes.pop();
+                Err(match policy::classify(&refusal) {
+                    Refusal::RateLimited => {
+                        let quota = self.policy.quota(now, &record.makes);
+                        Error::QuotaExhausted {
+                            used: quota.used,
+                            limit: quota.allowed,
+                            next_make_at: quota.next_make_at,
+                            server: Some(refusal),
+                        }
+                    }
+                    Refusal::Server => Error::Server(refusal),
+                    Refusal::InvalidToken | Refusal::Rejected => Error::InvalidCredentials(refusal),
+                })
+            }
+            Err(other) => {
+                // The server may have issued (and counted) a pair whose reply we lost: keep
+                // the attempt in the ledger, and the stored pair as it was.
+                if let Err(e) = guard.save(record) {
+                    log::warn!("could not record a failed tokens.make in the ledger: {e}");
+                }
+                Err(other)
+            }
+        }
+    }
+
+    fn save_and_adopt(
+        &self,
+        guard: &mut dyn StoreLock,
+        record: &mut StoredRecord,
+        pair: TokenPair,
+        now: i64,
+    ) -> Result<AccessToken> {
+        self.policy.prune(now, &mut record.makes);
+        record.pair = Some(pair);
+        guard.save(record)?;
+        let pair = record.pair.take().ok_or(Error::CredentialsRequired)?;
+        Ok(self.adopt(pair))
+    }
+
+    fn adopt(&self, pair: TokenPair) -> AccessToken {
+        let access = pair.access.clone();
+        *self.current.lock() = Some(Arc::new(pair));
+        access
+    }
+}
+
+/// Configures a [`Session`]. Every setting is optional.
+#[must_use]
+pub struct SessionBuilder {
+    credentials: Option<Credentials>,
+    store: Option<Box<dyn TokenStore>>,
+    store_key: Option<StoreKey>,
+    transport: Option<Box<dyn Transport>>,
+    config: TransportConfig,
+    policy: Policy,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl Default for SessionBuilder {
+    fn default() -> Self {
+        SessionBuilder {
+            credentials: None,
+            store: None,
+            store_key: None,
+            transport: None,
+            config: TransportConfig::new(DEFAULT_BASE_URL),
+            policy: Policy::default(),
+            clock: None,
+        }
+    }
+}
+
+impl fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("credentials", &self.credentials)
+            .field("store", &self.store)
+            .field("store_key", &self.store_key)
+            .field("config", &self.config)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionBuilder {
+    /// The credentials for tokens.make. Optional when a usable pair is stored.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Where the pair and the make ledger are kept (default: a new [`MemoryStore`]).
+    pub fn store(mut self, store: impl TokenStore + 'static) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// The record's key in the store. Default: derived from the base URL, email and appId
+    /// ([`StoreKey::for_account`]), or from the base URL alone without credentials.
+    pub fn store_key(mut self, key: impl Into<String>) -> Self {
+        self.store_key = Some(StoreKey::new(key));
+        self
+    }
+
+    /// The API's base URL (default `https://api.chatapp.online`). Plain `http://` is
+    /// accepted only for loopback hosts unless [`allow_insecure_http`](Self::allow_insecure_http).
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.config.base_url = base_url.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Bound on each HTTP exchange, connect to last byte (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// The `Lang` header sent with every call (`en`, `ru`, `pt`): localises the server's
+    /// error messages.
+    pub fn lang(mut self, lang: impl Into<String>) -> Self {
+        self.config.lang = Some(lang.into());
+        self
+    }
+
+    /// Allows plain `http://` to hosts other than loopback. Tokens then cross the network
+    /// unencrypted: only for trusted networks.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.config.allow_insecure_http = allow;
+        self
+    }
+
+    /// The cap on a reply body in bytes (default 4 MiB); a larger reply is a protocol error.
+    pub fn max_reply_bytes(mut self, bytes: u64) -> Self {
+        self.config.max_reply_bytes = bytes;
+        self
+    }
+
+    /// The refresh policy's numbers (margins, make limit and reserve).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Tokens are treated as ended this long before their end time (default 60 s).
+    pub fn expiry_margin(mut self, margin: Duration) -> Self {
+        self.policy.expiry_margin_secs = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// The most tokens.make in any 24 h (default 100, ChatApp's limit).
+    pub fn make_limit(mut self, limit: u32) -> Self {
+        self.policy.make_limit = limit;
+        self
+    }
+
+    /// Makes of the limit this session leaves for others (default 0).
+    pub fn make_reserve(mut self, reserve: u32) -> Self {
+        self.policy.make_reserve = reserve;
+        self
+    }
+
+    /// The clock (default [`SystemClock`]); tests pass a [`ManualClock`](crate::clock::ManualClock).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// A transport of your own instead of the ureq one (the base URL, timeout and cap set on
+    /// this builder then do not apply).
+    pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.transport = Some(Box::new(transport));
+        self
+    }
+
+    /// The session.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a base URL that is not `https://` (or loopback `http://`), or
+    /// a zero timeout.
+    pub fn build(self) -> Result<Session> {
+        if self.config.timeout.is_zero() {
+            return Err(Error::Config("the timeout must be longer than zero".into()));
+        }
+        let key = match (self.store_key, &self.credentials) {
+            (Some(key), _) => key,
+            (None, Some(c)) => StoreKey::for_account(&self.config.base_url, c.email(), c.app_id()),
+            (None, None) => StoreKey::for_base_url(&self.config.base_url),
+        };
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => Box::new(UreqTransport::new(self.config)?),
+        };
+        Ok(Session {
+            inner: Arc::new(Inner {
+                transport,
+                store: self
+                    .store
+                    .unwrap_or_else(|| Box::new(MemoryStore::new())),
+                key,
+                credentials: self.credentials,
+                policy: self.policy,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                current: Mutex::new(None),
+                flight: Mutex::new(()),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_is_send_sync_and_cheap_to_clone() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<Session>();
+        assert_eq!(std::mem::size_of::<Session>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn builder_refuses_insecure_and_zero_timeout() {
+        assert!(matches!(
+            Session::builder().base_url("http://example.com").build(),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            Session::builder().timeout(Duration::ZERO).build(),
+            Err(Error::Config(_))
+        ));
+        assert!(Session::builder()
+            .base_url("http://example.com")
+            .allow_insecure_http(true)
+            .build()
+            .is_ok());
+    }
+
+    #[test]
+    fn keys_follow_credentials() {
+        let with = Session::builder()
+            .base_url("http://127.0.0.1:9/")
+            .credentials(Credentials::new("a@b.c", "pw", "app_1"))
+            .build();
+        let without = Session::builder().base_url("http://127.0.0.1:9").build();
+        let explicit = Session::builder().store_key("mine").build();
+        assert_eq!(
+            with.map(|s| s.store_key().to_string()).ok().as_deref(),
+            Some("http://127.0.0.1:9 a@b.c app_1")
+        );
+        assert_eq!(
+            without.map(|s| s.store_key().to_string()).ok().as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(
+            explicit.map(|s| s.store_key().to_string()).ok().as_deref(),
+            Some("mine")
+        );
+    }
+}
