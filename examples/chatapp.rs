@@ -1,0 +1,304 @@
+//! `chatapp`: a command-line client that keeps a ChatApp session in a store.
+//!
+//! ```text
+//! chatapp [--base-url URL] [--store SPEC] [--timeout SECS] <command>
+//!   login | status | token | call METHOD PATH [--json BODY] | logout
+//! ```
+//! Credentials come from `CHATAPP_EMAIL`, `CHATAPP_PASSWORD` and `CHATAPP_APP_ID`;
+//! `CHATAPP_BASE_URL` overrides the default base URL, `--base-url` overrides both.
+//! Exit codes: 0 ok, 2 usage, 3 rejected by the server, 4 make quota exhausted,
+//! 5 network or server failure, 6 storage failure.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chatapp_session::store::{StoreKey, TokenStore};
+use chatapp_session::{Credentials, Error, Session};
+use serde_json::{json, Value};
+
+const USAGE: &str = "usage: chatapp [--base-url URL] [--store SPEC] [--timeout SECS] <command>
+commands:
+  login                            tokens.make with CHATAPP_EMAIL, CHATAPP_PASSWORD, CHATAPP_APP_ID; save the pair
+  status                           what is stored, as one JSON object (no secrets)
+  token                            print a usable access token
+  call METHOD PATH [--json BODY]   authenticated request; print the reply's data as JSON
+  logout                           delete the stored pair (the quota ledger stays)
+SPEC: memory | file:PATH | sqlite:PATH | keyring:SERVICE | postgres:CONNINFO
+      (default: file in the user's config dir)";
+
+/// A failure with its exit code and one line for stderr.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::InvalidCredentials(_)
+            | Error::RefreshRejected(_)
+            | Error::TokenRejected(_)
+            | Error::CredentialsRequired
+            | Error::Api(_) => 3,
+            Error::QuotaExhausted { .. } => 4,
+            Error::Storage(_) => 6,
+            Error::Config(_) => 2,
+            _ => 5,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+enum Command {
+    Login,
+    Status,
+    Token,
+    Call {
+        method: String,
+        path: String,
+        body: Option<Value>,
+    },
+    Logout,
+}
+
+struct Options {
+    base_url: Option<String>,
+    store: Option<String>,
+    timeout: Option<Duration>,
+    command: Command,
+}
+
+fn parse_args(args: &[String]) -> Result<Options, Failure> {
+    let mut base_url = None;
+    let mut store = None;
+    let mut timeout = None;
+    let mut json_body: Option<String> = None;
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| Failure::usage(format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "--base-url" => base_url = Some(value("--base-url")?),
+            "--store" => store = Some(value("--store")?),
+            "--timeout" => {
+                let text = value("--timeout")?;
+                let secs: f64 = text
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 1e9)
+                    .ok_or_else(|| {
+                        Failure::usage(format!("--timeout {text:?} is not a positive number of seconds"))
+                    })?;
+                timeout = Some(Duration::from_secs_f64(secs));
+            }
+            "--json" => json_body = Some(value("--json")?),
+            "-h" | "--help" => return Err(Failure { code: 0, message: USAGE.into() }),
+            flag if flag.starts_with("--") => {
+                return Err(Failure::usage(format!("unknown option {flag}")))
+            }
+            word => words.push(word.to_owned()),
+        }
+    }
+    let command = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["login"] => Command::Login,
+        ["status"] => Command::Status,
+        ["token"] => Command::Token,
+        ["logout"] => Command::Logout,
+        ["call", method, path] => {
+            if !path.starts_with('/') {
+                return Err(Failure::usage(format!("PATH {path:?} must start with /")));
+            }
+            let body = match &json_body {
+                None => None,
+                Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+                    Failure::usage(format!("--json is not valid JSON: {e}"))
+                })?),
+            };
+            Command::Call {
+                method: method.to_ascii_uppercase(),
+                path: (*path).to_owned(),
+                body,
+            }
+        }
+        [] => return Err(Failure::usage("no command given")),
+        other => return Err(Failure::usage(format!("unknown command {:?}", other.join(" ")))),
+    };
+    if json_body.is_some() && !matches!(command, Command::Call { .. }) {
+        return Err(Failure::usage("--json goes with call"));
+    }
+    Ok(Options {
+        base_url,
+        store,
+        timeout,
+        command,
+    })
+}
+
+/// The default store: `session.json` in the user's config directory.
+fn default_store_path() -> Result<PathBuf, Failure> {
+    let base = env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok_or_else(|| Failure::usage("no HOME or XDG_CONFIG_HOME: pass --store"))?;
+    Ok(base.join("chatapp-session").join("session.json"))
+}
+
+fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
+    let Some(spec) = spec else {
+        return Ok(Box::new(chatapp_session::store::FileStore::new(
+            default_store_path()?,
+        )));
+    };
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    let need_arg = |what: &str| {
+        if arg.is_empty() {
+            Err(Failure::usage(format!("store spec {kind}: needs {what}")))
+        } else {
+            Ok(())
+        }
+    };
+    match kind {
+        "memory" => Ok(Box::new(chatapp_session::store::MemoryStore::new())),
+        "file" => {
+            need_arg("a PATH")?;
+            Ok(Box::new(chatapp_session::store::FileStore::new(arg)))
+        }
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            need_arg("a PATH")?;
+            let store = chatapp_session::store::SqliteStore::open(arg).map_err(Error::from)?;
+            Ok(Box::new(store))
+        }
+        #[cfg(feature = "keyring")]
+        "keyring" => {
+            need_arg("a SERVICE")?;
+            Ok(Box::new(chatapp_session::store::KeyringStore::new(arg)))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            need_arg("a CONNINFO")?;
+            let store = chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?;
+            Ok(Box::new(store))
+        }
+        "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(
+            "store {kind}: this build lacks the `{kind}` cargo feature"
+        ))),
+        other => Err(Failure::usage(format!(
+            "unknown store {other:?} (memory | file:PATH | sqlite:PATH | keyring:SERVICE | postgres:CONNINFO)"
+        ))),
+    }
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn run(args: &[String]) -> Result<(), Failure> {
+    let options = parse_args(args)?;
+    let base_url = options
+        .base_url
+        .or_else(|| env_nonempty("CHATAPP_BASE_URL"))
+        .unwrap_or_else(|| chatapp_session::transport::DEFAULT_BASE_URL.to_owned());
+    let base_url = base_url.trim_end_matches('/').to_owned();
+    let email = env_nonempty("CHATAPP_EMAIL");
+    let app_id = env_nonempty("CHATAPP_APP_ID");
+    let password = env_nonempty("CHATAPP_PASSWORD");
+
+    let mut builder = Session::builder()
+        .base_url(base_url.as_str())
+        .store(open_store(options.store.as_deref())?);
+    // The key names the account even when the password is not at hand (status, logout).
+    let key = match (&email, &app_id) {
+        (Some(e), Some(a)) => StoreKey::for_account(&base_url, e, a),
+        _ => StoreKey::for_base_url(&base_url),
+    };
+    builder = builder.store_key(key.as_str());
+    if let (Some(e), Some(p), Some(a)) = (&email, password, &app_id) {
+        builder = builder.credentials(Credentials::new(e.as_str(), p, a.as_str()));
+    }
+    if let Some(timeout) = options.timeout {
+        builder = builder.timeout(timeout);
+    }
+    let session = builder.build()?;
+
+    match options.command {
+        Command::Login => {
+            if email.is_none() || app_id.is_none() || env_nonempty("CHATAPP_PASSWORD").is_none() {
+                return Err(Failure::usage(
+                    "login needs CHATAPP_EMAIL, CHATAPP_PASSWORD and CHATAPP_APP_ID",
+                ));
+            }
+            session.login()?;
+            let status = session.status()?;
+            eprintln!(
+                "logged in: cabinet user {}, access token ends at {}",
+                status.cabinet_user_id.unwrap_or_default(),
+                status.access_expires_at.unwrap_or_default()
+            );
+        }
+        Command::Status => {
+            let s = session.status()?;
+            println!(
+                "{}",
+                json!({
+                    "stored": s.stored,
+                    "access_expires_at": s.access_expires_at,
+                    "refresh_expires_at": s.refresh_expires_at,
+                    "cabinet_user_id": s.cabinet_user_id,
+                    "makes_last_24h": s.makes_last_24h,
+                })
+            );
+        }
+        Command::Token => {
+            let token = session.access_token()?;
+            println!("{}", token.expose_secret());
+        }
+        Command::Call { method, path, body } => {
+            let data = session.request(&method, &path, body.as_ref())?;
+            println!("{data}");
+        }
+        Command::Logout => session.logout()?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let args: Vec<String> = env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code: 0, message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure { code, message }) => {
+            if code == 2 && !message.contains('\n') {
+                eprintln!("chatapp: {message} (see chatapp --help)");
+            } else {
+                eprintln!("chatapp: {}", message.replace('\n', " "));
+            }
+            ExitCode::from(code)
+        }
+    }
+}
