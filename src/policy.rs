@@ -140,7 +140,22 @@ impl Policy {
 
     /// Whether `pair` can be handed out at `now` with no auth call: the fast path.
     pub fn usable(&self, now: i64, pair: &TokenPair) -> bool {
-        self.access_usable(now, pair) && !self.refresh_due(now, pair)
+        now < self.usable_until(pair)
+    }
+
+    /// The first moment (unix seconds) at which `pair` is no longer [`usable`](Self::usable):
+    /// when its access token ends (less the margin), or when its refresh token starts to be
+    /// [due](Self::refresh_due), whichever comes first.
+    pub fn usable_until(&self, pair: &TokenPair) -> i64 {
+        let access_end = pair
+            .access_expires_at
+            .saturating_sub(self.expiry_margin_secs);
+        // refresh_due(now) is `refresh_expires_at - now < refresh_ahead_secs`.
+        let refresh_due_at = pair
+            .refresh_expires_at
+            .saturating_sub(self.refresh_ahead_secs)
+            .saturating_add(1);
+        access_end.min(refresh_due_at)
     }
 
     /// The state of the quota at `now` given the make ledger.
@@ -256,6 +271,36 @@ mod tests {
         };
         assert!(custom.access_usable(T0 + DAY - 1, &fresh));
         assert!(!custom.access_usable(T0 + DAY, &fresh));
+    }
+
+    #[test]
+    fn usable_until_is_where_the_access_and_refresh_rules_meet() {
+        let custom = Policy {
+            expiry_margin_secs: 0,
+            refresh_ahead_secs: 3_600,
+            ..Policy::default()
+        };
+        for p in [Policy::default(), custom] {
+            for pair in [
+                pair("a", T0 + DAY, T0 + 14 * DAY), // the access end comes first
+                pair("a", T0 + DAY, T0 + DAY / 2),  // the refresh rule comes first
+                pair("a", T0 + DAY, T0 + 2 * DAY - 61), // both at one second (default policy)
+                pair("a", T0 - DAY, T0 + 14 * DAY), // already over
+                pair("a", i64::MAX, i64::MAX),      // never
+                pair("a", i64::MIN, i64::MIN),      // always over
+            ] {
+                let until = p.usable_until(&pair);
+                let around = [until.saturating_sub(1), until, until.saturating_add(1)];
+                for now in around.into_iter().chain([T0, T0 + DAY - 61, T0 + DAY - 60]) {
+                    let by_rules = p.access_usable(now, &pair) && !p.refresh_due(now, &pair);
+                    assert_eq!(p.usable(now, &pair), by_rules, "{p:?} {pair:?} now {now}");
+                }
+                if until != i64::MIN {
+                    assert!(p.usable(until - 1, &pair), "{p:?} {pair:?}");
+                }
+                assert!(!p.usable(until, &pair), "{p:?} {pair:?}");
+            }
+        }
     }
 
     #[test]

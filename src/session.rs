@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Deadline, SessionClock};
 use crate::error::{ApiError, Error, Result};
 use crate::policy::{self, Action, Blocked, Policy, Refusal, Situation};
 use crate::store::{MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
@@ -44,11 +44,19 @@ struct Inner {
     key: StoreKey,
     credentials: Option<Credentials>,
     policy: Policy,
-    clock: Arc<dyn Clock>,
-    /// The pair in use. Never held across I/O.
-    current: Mutex<Option<Arc<TokenPair>>>,
+    clock: SessionClock,
+    /// The access token in use. Never held across I/O.
+    current: Mutex<Option<Current>>,
     /// Held across a whole reload-refresh-save: one at a time in this process.
     flight: Mutex<()>,
+}
+
+/// The access token in use and the moment the policy stops letting it out unasked
+/// ([`Policy::usable_until`]): all the hot path needs, so that it reads the clock once, takes
+/// the lock, compares, and clones one `Arc`.
+struct Current {
+    access: AccessToken,
+    usable_until: Deadline,
 }
 
 /// What the store holds for this session's key, without secrets.
@@ -82,11 +90,8 @@ impl Session {
     /// [`Error::CredentialsRequired`] when a make is needed and not possible, and the
     /// transport's errors for refresh or make.
     pub fn access_token(&self) -> Result<AccessToken> {
-        let now = self.inner.clock.now();
-        if let Some(pair) = self.inner.current.lock().as_ref() {
-            if self.inner.policy.usable(now, pair) {
-                return Ok(pair.access.clone());
-            }
+        if let Some(access) = self.inner.cached() {
+            return Ok(access);
         }
         self.inner.obtain(None)
     }
@@ -220,17 +225,26 @@ fn quota_error(quota: policy::Quota, server: Option<ApiError>) -> Error {
 }
 
 impl Inner {
+    /// The cached access token if it is still usable: the hot path.
+    #[inline]
+    fn cached(&self) -> Option<AccessToken> {
+        // The clock is read before the lock is taken, to keep the lock short.
+        let now = self.clock.read();
+        let current = self.current.lock();
+        let current = current.as_ref()?;
+        now.before(&current.usable_until)
+            .then(|| current.access.clone())
+    }
+
     /// The slow path: a usable token, refreshing or making under both locks if needed.
     /// `rejected` is the access token the server just refused, if that is why we are here.
     fn obtain(&self, rejected: Option<&AccessToken>) -> Result<AccessToken> {
         let _flight = self.flight.lock();
-        let now = self.clock.now();
         // Another thread may have done the work while we waited for the flight lock.
-        if let Some(pair) = self.current.lock().as_ref() {
-            if Some(&pair.access) != rejected && self.policy.usable(now, pair) {
-                return Ok(pair.access.clone());
-            }
+        if let Some(access) = self.cached().filter(|a| Some(a) != rejected) {
+            return Ok(access);
         }
+        let now = self.clock.now();
         // A cold start or another process's refresh: the stored pair may do, with no lock.
         if let Some(pair) = self.store.load(&self.key)?.and_then(|r| r.pair) {
             if Some(&pair.access) != rejected && self.policy.usable(now, &pair) {
@@ -359,8 +373,12 @@ impl Inner {
     }
 
     fn adopt(&self, pair: TokenPair) -> AccessToken {
-        let access = pair.access.clone();
-        *self.current.lock() = Some(Arc::new(pair));
+        let current = Current {
+            usable_until: Deadline::at(self.policy.usable_until(&pair)),
+            access: pair.access,
+        };
+        let access = current.access.clone();
+        *self.current.lock() = Some(current);
         access
     }
 }
@@ -480,7 +498,8 @@ impl SessionBuilder {
         self
     }
 
-    /// The clock (default [`SystemClock`]); tests pass a [`ManualClock`](crate::clock::ManualClock).
+    /// The clock (default [`SystemClock`](crate::clock::SystemClock)); tests pass a
+    /// [`ManualClock`](crate::clock::ManualClock).
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -520,7 +539,7 @@ impl SessionBuilder {
                 key,
                 credentials: self.credentials,
                 policy: self.policy,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                clock: SessionClock::new(self.clock),
                 current: Mutex::new(None),
                 flight: Mutex::new(()),
             }),
