@@ -271,6 +271,7 @@ mod tests {
         let full: Vec<i64> = (0..100).map(|i| T0 - 1000 + i).collect();
 
         type Tweak = fn(&mut Situation<'_>);
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, Option<&TokenPair>, &[i64], Tweak, Action)> = vec![
             ("nothing stored: make", None, &none, |_| {}, Action::Make),
             ("live pair: use", Some(&live), &none, |_| {}, Action::Use),
