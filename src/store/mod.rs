@@ -5,7 +5,12 @@
 //! and saves the new pair: the single flight of `DESIGN.md`. Backends, each behind its cargo
 //! feature: [`MemoryStore`] (always), `FileStore` (`file`), `SqliteStore` (`sqlite`),
 //! `KeyringStore` (`keyring`).
+//!
+//! With the `testing` feature, [`conformance`] holds the checks every store passes, ready to
+//! run against a store of your own.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 mod memory;
 mod record;
 
