@@ -81,3 +81,17 @@ conformance_tests!(memory, durable = true, {
     let shared = chatapp_session::store::MemoryStore::new();
     move || shared.clone()
 });
+
+conformance_tests!(
+    #[cfg(feature = "file")]
+    file,
+    durable = true,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        move || {
+            let _keep = &dir;
+            chatapp_session::store::FileStore::new(&path)
+        }
+    }
+);

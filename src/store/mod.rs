@@ -11,9 +11,15 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(feature = "file")]
+mod file;
+#[cfg(any(feature = "file", feature = "sqlite"))]
+mod fs;
 mod memory;
 mod record;
 
+#[cfg(feature = "file")]
+pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use record::{decode_record, encode_record, RECORD_VERSION};
 
