@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chatapp_session::store::{conformance, SqliteStore, StoreKey, StoredRecord, TokenStore};
+use chatapp_session::store::{conformance, SqliteStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
 use common::secret_record;
@@ -349,9 +349,4 @@ fn two_processes_increment_without_losing_updates() {
     let path = db_in(&dir);
     let store = open(&path);
     common::two_processes_increment(&store, &path);
-    let record: StoredRecord = store
-        .load(&StoreKey::new("cross-process increments"))
-        .unwrap()
-        .unwrap();
-    assert_eq!(record.makes.len(), 200);
 }
