@@ -95,3 +95,17 @@ conformance_tests!(
         }
     }
 );
+
+conformance_tests!(
+    #[cfg(feature = "sqlite")]
+    sqlite,
+    durable = true,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.db");
+        move || {
+            let _keep = &dir;
+            chatapp_session::store::SqliteStore::open(&path).unwrap()
+        }
+    }
+);

@@ -2,7 +2,6 @@
 //! beside it for the cross-process single flight.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +43,7 @@ const FILE_VERSION: u64 = 1;
 ///   when a process dies. The lock file is created `0600`, holds nothing and is never deleted.
 ///
 /// Clones share the path only and are cheap; nothing is touched until the store is used.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct FileStore {
     path: Arc<Path>,
 }
@@ -153,15 +152,9 @@ impl FileStore {
         .map_err(|e| io_error(STORE, &self.path, "encode", e.into()))?;
 
         let dir = parent_dir(&self.path);
-        let prefix = match self.path.file_name() {
-            Some(name) => {
-                let mut prefix = std::ffi::OsString::from(".");
-                prefix.push(name);
-                prefix.push(".");
-                prefix
-            }
-            None => ".store.".into(),
-        };
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(self.path.file_name().unwrap_or_default());
+        prefix.push(".");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".tmp");
         #[cfg(unix)]
@@ -176,14 +169,6 @@ impl FileStore {
         tmp.persist(&self.path)
             .map_err(|e| io_error(STORE, &self.path, "replace", e.error))?;
         sync_dir(STORE, dir)
-    }
-}
-
-impl fmt::Debug for FileStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileStore")
-            .field("path", &self.path)
-            .finish()
     }
 }
 

@@ -79,8 +79,28 @@ pub(super) fn check_private(meta: &Metadata, path: &Path) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Makes `path`, when it exists, readable by the owner only (`0600` on Unix).
+#[cfg(feature = "sqlite")]
+pub(super) fn make_private_if_exists(store: &'static str, path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match fs::set_permissions(path, fs::Permissions::from_mode(0o600)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(store, path, "chmod 600", e)),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (store, path);
+        Ok(())
+    }
+}
+
 /// Flushes a directory's entries (a rename in it) to disk. A no-op where directories cannot
 /// be opened as files.
+#[cfg(feature = "file")]
 pub(super) fn sync_dir(store: &'static str, dir: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {

@@ -17,11 +17,15 @@ mod file;
 mod fs;
 mod memory;
 mod record;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 #[cfg(feature = "file")]
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use record::{decode_record, encode_record, RECORD_VERSION};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 use std::fmt;
 
