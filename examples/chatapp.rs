@@ -105,19 +105,31 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
                     .ok()
                     .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 1e9)
                     .ok_or_else(|| {
-                        Failure::usage(format!("--timeout {text:?} is not a positive number of seconds"))
+                        Failure::usage(format!(
+                            "--timeout {text:?} is not a positive number of seconds"
+                        ))
                     })?;
                 timeout = Some(Duration::from_secs_f64(secs));
             }
             "--json" => json_body = Some(value("--json")?),
-            "-h" | "--help" => return Err(Failure { code: 0, message: USAGE.into() }),
+            "-h" | "--help" => {
+                return Err(Failure {
+                    code: 0,
+                    message: USAGE.into(),
+                })
+            }
             flag if flag.starts_with("--") => {
                 return Err(Failure::usage(format!("unknown option {flag}")))
             }
             word => words.push(word.to_owned()),
         }
     }
-    let command = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let command = match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["login"] => Command::Login,
         ["status"] => Command::Status,
         ["token"] => Command::Token,
@@ -128,9 +140,10 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
             }
             let body = match &json_body {
                 None => None,
-                Some(text) => Some(serde_json::from_str(text).map_err(|e| {
-                    Failure::usage(format!("--json is not valid JSON: {e}"))
-                })?),
+                Some(text) => Some(
+                    serde_json::from_str(text)
+                        .map_err(|e| Failure::usage(format!("--json is not valid JSON: {e}")))?,
+                ),
             };
             Command::Call {
                 method: method.to_ascii_uppercase(),
@@ -139,7 +152,12 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
             }
         }
         [] => return Err(Failure::usage("no command given")),
-        other => return Err(Failure::usage(format!("unknown command {:?}", other.join(" ")))),
+        other => {
+            return Err(Failure::usage(format!(
+                "unknown command {:?}",
+                other.join(" ")
+            )))
+        }
     };
     if json_body.is_some() && !matches!(command, Command::Call { .. }) {
         return Err(Failure::usage("--json goes with call"));
@@ -192,12 +210,6 @@ fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
         "keyring" => {
             need_arg("a SERVICE")?;
             Ok(Box::new(chatapp_session::store::KeyringStore::new(arg)))
-        }
-        #[cfg(feature = "postgres")]
-        "postgres" => {
-            need_arg("a CONNINFO")?;
-            let store = chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?;
-            Ok(Box::new(store))
         }
         "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(
             "store {kind}: this build lacks the `{kind}` cargo feature"

@@ -69,11 +69,19 @@ fn main() -> Result<(), Box<dyn StdError>> {
 
     println!("\n3. A day passes on the server: the access token dies there");
     server.advance(24 * 60 * 60 + 60);
+    let before = server.counters();
+    let old_end = session.status()?.access_expires_at.unwrap_or_default();
     let licenses = session.request("GET", "/v1/licenses", None)?;
+    let after = server.counters();
+    let new_end = session.status()?.access_expires_at.unwrap_or_default();
     println!(
-        "   GET /v1/licenses met ApiInvalidTokenError -> tokens.refresh -> new pair saved -> call repeated -> {} license(s)",
+        "   GET /v1/licenses: {} ApiInvalidTokenError reply, {} tokens.refresh, {} calls sent in all -> {} license(s)",
+        after.invalid_token_replies - before.invalid_token_replies,
+        after.refreshes - before.refreshes,
+        after.requests - before.requests,
         licenses.as_array().map_or(0, Vec::len)
     );
+    println!("   the new pair was saved before the call was repeated: access now ends at {new_end} (was {old_end})");
     println!("   {}", counters_line(&server));
 
     println!("\n4. The application restarts: a new Session reads the same file");
@@ -95,6 +103,8 @@ fn main() -> Result<(), Box<dyn StdError>> {
     );
 
     println!("\n5. In all: {}", counters_line(&server));
-    println!("   ChatApp's rules kept: one make, one refresh when the server said so, never on a timer.");
+    println!(
+        "   ChatApp's rules kept: one make, one refresh when the server said so, never on a timer."
+    );
     Ok(())
 }

@@ -125,6 +125,18 @@ pub enum StoreError {
         /// The newest version this build understands.
         supported: u64,
     },
+    /// The store's lock was not granted in time: another process held it longer than the
+    /// store's wait limit (the SQLite store's busy timeout, for instance). Nothing was read
+    /// or changed; trying again later may succeed.
+    #[error("{store} store {location}: the lock was not granted within {waited:?}: another process holds it")]
+    LockTimeout {
+        /// Which backend.
+        store: &'static str,
+        /// The file, database or service concerned.
+        location: String,
+        /// How long the store waited.
+        waited: Duration,
+    },
     /// The backend cannot be used here (no keyring daemon, no database server, ...).
     #[error("{store} store is unavailable: {hint}")]
     Unavailable {

@@ -14,6 +14,8 @@ mod error;
 pub mod policy;
 mod session;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod token;
 pub mod transport;
 

@@ -316,7 +316,8 @@ mod tests {
         let full: Vec<i64> = (0..100).map(|i| T0 - 1000 + i).collect();
 
         type Tweak = fn(&mut Situation<'_>);
-        let cases: Vec<(&str, Option<&TokenPair>, &[i64], Tweak, Action)> = vec![
+        type Case<'a> = (&'a str, Option<&'a TokenPair>, &'a [i64], Tweak, Action);
+        let cases: Vec<Case<'_>> = vec![
             ("nothing stored: make", None, &none, |_| {}, Action::Make),
             ("live pair: use", Some(&live), &none, |_| {}, Action::Use),
             (

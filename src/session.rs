@@ -113,7 +113,9 @@ impl Session {
             Err(Error::Api(refusal)) => return Err(refused_request(refusal)),
             other => return other,
         };
-        log::info!("{method} {path}: the server refused the access token ({refusal}); getting a fresh one");
+        log::info!(
+            "{method} {path}: the server refused the access token ({refusal}); getting a fresh one"
+        );
         let fresh = self.inner.obtain(Some(&token))?;
         match self.inner.transport.send(&fresh, method, path, body) {
             Err(Error::Api(again)) if policy::classify(&again) == Refusal::InvalidToken => {
@@ -162,11 +164,7 @@ impl Session {
     /// # Errors
     /// [`Error::Storage`] when the store fails.
     pub fn status(&self) -> Result<Status> {
-        let record = self
-            .inner
-            .store
-            .load(&self.inner.key)?
-            .unwrap_or_default();
+        let record = self.inner.store.load(&self.inner.key)?.unwrap_or_default();
         let pair = record.pair.as_ref();
         let now = self.inner.clock.now();
         Ok(Status {
@@ -275,17 +273,23 @@ impl Inner {
                     };
                     match self.transport.refresh(&stale.refresh) {
                         Ok(pair) => {
-                            log::info!("tokens.refresh: new pair (access ends at {})", pair.access_expires_at);
+                            log::info!(
+                                "tokens.refresh: new pair (access ends at {})",
+                                pair.access_expires_at
+                            );
                             return self.save_and_adopt(guard.as_mut(), &mut record, pair, now);
                         }
                         Err(Error::Api(refusal)) => match policy::classify(&refusal) {
                             Refusal::RateLimited => return Err(Error::RateLimited(refusal)),
                             Refusal::Server => return Err(Error::Server(refusal)),
                             Refusal::InvalidToken | Refusal::Rejected => {
-                                log::warn!("tokens.refresh refused the stored refresh token ({refusal})");
+                                log::warn!(
+                                    "tokens.refresh refused the stored refresh token ({refusal})"
+                                );
                                 // Another client may have refreshed a moment ago: reload once.
                                 let reloaded = guard.load()?.unwrap_or_default();
-                                if reloaded.pair.as_ref() != Some(&stale) && reloaded.pair.is_some() {
+                                if reloaded.pair.as_ref() != Some(&stale) && reloaded.pair.is_some()
+                                {
                                     record = reloaded;
                                     continue;
                                 }
@@ -328,7 +332,10 @@ impl Inner {
         record.makes.push(now);
         match self.transport.make(credentials) {
             Ok(pair) => {
-                log::info!("tokens.make: new pair (access ends at {})", pair.access_expires_at);
+                log::info!(
+                    "tokens.make: new pair (access ends at {})",
+                    pair.access_expires_at
+                );
                 self.save_and_adopt(guard, record, pair, now)
             }
             Err(Error::Api(refusal)) => {
@@ -533,9 +540,7 @@ impl SessionBuilder {
         Ok(Session {
             inner: Arc::new(Inner {
                 transport,
-                store: self
-                    .store
-                    .unwrap_or_else(|| Box::new(MemoryStore::new())),
+                store: self.store.unwrap_or_else(|| Box::new(MemoryStore::new())),
                 key,
                 credentials: self.credentials,
                 policy: self.policy,

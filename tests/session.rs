@@ -29,7 +29,10 @@ fn session_with(server: &FakeChatApp, store: impl TokenStore + 'static) -> Sessi
 }
 
 fn stored_pair(store: &dyn TokenStore, session: &Session) -> Option<TokenPair> {
-    store.load(session.store_key()).unwrap().and_then(|r| r.pair)
+    store
+        .load(session.store_key())
+        .unwrap()
+        .and_then(|r| r.pair)
 }
 
 #[test]
@@ -180,7 +183,8 @@ fn a_second_rejection_is_an_error_not_a_loop() {
     let server = server();
     let session = session_with(&server, MemoryStore::new());
     session.request("GET", "/v1/licenses", None).unwrap();
-    let refused = r#"{"success":false,"error":{"code":"ApiInvalidTokenError","message":"Invalid Token"}}"#;
+    let refused =
+        r#"{"success":false,"error":{"code":"ApiInvalidTokenError","message":"Invalid Token"}}"#;
     for _ in 0..2 {
         server.inject(
             Route::Request,
@@ -209,7 +213,11 @@ fn a_wrong_password_keeps_the_servers_code_and_never_shows_the_password() {
     let server = server();
     let good = server.credentials();
     let session = Session::builder()
-        .credentials(Credentials::new(good.email(), "hunter2-WRONG", good.app_id()))
+        .credentials(Credentials::new(
+            good.email(),
+            "hunter2-WRONG",
+            good.app_id(),
+        ))
         .base_url(server.base_url())
         .build()
         .unwrap();
@@ -292,14 +300,21 @@ fn a_reserve_stops_makes_early() {
     session.login().unwrap();
     assert!(matches!(
         session.login(),
-        Err(Error::QuotaExhausted { used: 2, limit: 2, .. })
+        Err(Error::QuotaExhausted {
+            used: 2,
+            limit: 2,
+            ..
+        })
     ));
 }
 
 #[test]
 fn no_credentials_and_nothing_stored_sends_nothing() {
     let server = server();
-    let session = Session::builder().base_url(server.base_url()).build().unwrap();
+    let session = Session::builder()
+        .base_url(server.base_url())
+        .build()
+        .unwrap();
     assert!(matches!(
         session.access_token(),
         Err(Error::CredentialsRequired)
@@ -356,20 +371,47 @@ fn a_failed_save_keeps_the_old_pair_and_uses_nothing_new() {
 #[test]
 fn server_faults_on_refresh_are_typed_and_keep_the_stored_pair() {
     let faults: Vec<(Fault, fn(&Error) -> bool)> = vec![
-        (Fault::ServerError(500), |e| matches!(e, Error::Server(a) if a.status == 500)),
-        (Fault::ServerError(502), |e| matches!(e, Error::Server(a) if a.status == 502)),
-        (Fault::MalformedJson, |e| matches!(e, Error::Protocol { .. })),
-        (Fault::MissingField("accessToken".into()), |e| {
-            matches!(e, Error::Protocol { detail, .. } if detail.contains("accessToken"))
+        (
+            Fault::ServerError(500),
+            |e| matches!(e, Error::Server(a) if a.status == 500),
+        ),
+        (
+            Fault::ServerError(502),
+            |e| matches!(e, Error::Server(a) if a.status == 502),
+        ),
+        (Fault::MalformedJson, |e| {
+            matches!(e, Error::Protocol { .. })
         }),
+        (
+            Fault::MissingField("accessToken".into()),
+            |e| matches!(e, Error::Protocol { detail, .. } if detail.contains("accessToken")),
+        ),
         (Fault::WrongTypes, |e| matches!(e, Error::Protocol { .. })),
-        (Fault::DropConnection, |e| matches!(e, Error::RefreshReplyLost { .. })),
-        (Fault::Delay(Duration::from_secs(3)), |e| {
-            matches!(e, Error::RefreshReplyLost { source } if matches!(**source, Error::Timeout { .. }))
+        (Fault::DropConnection, |e| {
+            matches!(e, Error::RefreshReplyLost { .. })
         }),
-        (Fault::Huge { bytes: 64 << 20, declare_length: true }, |e| matches!(e, Error::Protocol { .. })),
-        (Fault::Huge { bytes: 64 << 20, declare_length: false }, |e| matches!(e, Error::Protocol { .. })),
-        (Fault::RateLimited, |e| matches!(e, Error::RateLimited(a) if a.status == 429)),
+        (
+            Fault::Delay(Duration::from_secs(3)),
+            |e| matches!(e, Error::RefreshReplyLost { source } if matches!(**source, Error::Timeout { .. })),
+        ),
+        (
+            Fault::Huge {
+                bytes: 64 << 20,
+                declare_length: true,
+            },
+            |e| matches!(e, Error::Protocol { .. }),
+        ),
+        (
+            Fault::Huge {
+                bytes: 64 << 20,
+                declare_length: false,
+            },
+            |e| matches!(e, Error::Protocol { .. }),
+        ),
+        (
+            Fault::RateLimited,
+            |e| matches!(e, Error::RateLimited(a) if a.status == 429),
+        ),
     ];
     for (fault, expected) in faults {
         let name = format!("{fault:?}");
@@ -389,7 +431,11 @@ fn server_faults_on_refresh_are_typed_and_keep_the_stored_pair() {
         server.inject(Route::Refresh, fault);
         let err = session.request("GET", "/v1/licenses", None).unwrap_err();
         assert!(expected(&err), "{name}: {err:?}");
-        assert_eq!(stored_pair(&store, &session), before, "{name}: the pair changed");
+        assert_eq!(
+            stored_pair(&store, &session),
+            before,
+            "{name}: the pair changed"
+        );
         assert_eq!(server.counters().makes, 1, "{name}: a make was spent");
         // The server behaves again: the session recovers.
         session.request("GET", "/v1/licenses", None).unwrap();
@@ -424,11 +470,25 @@ fn faults_on_ordinary_calls_are_typed_and_spend_no_auth_call() {
     session.access_token().unwrap();
     let cases: Vec<(Fault, fn(&Error) -> bool)> = vec![
         (Fault::ServerError(500), |e| matches!(e, Error::Server(_))),
-        (Fault::MalformedJson, |e| matches!(e, Error::Protocol { status: 200, .. })),
-        (Fault::MissingField("success".into()), |e| matches!(e, Error::Protocol { .. })),
-        (Fault::DropConnection, |e| matches!(e, Error::Network { .. })),
-        (Fault::Delay(Duration::from_secs(3)), |e| matches!(e, Error::Timeout { .. })),
-        (Fault::Huge { bytes: 64 << 20, declare_length: false }, |e| matches!(e, Error::Protocol { .. })),
+        (Fault::MalformedJson, |e| {
+            matches!(e, Error::Protocol { status: 200, .. })
+        }),
+        (Fault::MissingField("success".into()), |e| {
+            matches!(e, Error::Protocol { .. })
+        }),
+        (Fault::DropConnection, |e| {
+            matches!(e, Error::Network { .. })
+        }),
+        (Fault::Delay(Duration::from_secs(3)), |e| {
+            matches!(e, Error::Timeout { .. })
+        }),
+        (
+            Fault::Huge {
+                bytes: 64 << 20,
+                declare_length: false,
+            },
+            |e| matches!(e, Error::Protocol { .. }),
+        ),
         (Fault::RateLimited, |e| matches!(e, Error::RateLimited(_))),
     ];
     for (fault, expected) in cases {

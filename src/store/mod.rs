@@ -5,12 +5,27 @@
 //! and saves the new pair: the single flight of `DESIGN.md`. Backends, each behind its cargo
 //! feature: [`MemoryStore`] (always), `FileStore` (`file`), `SqliteStore` (`sqlite`),
 //! `KeyringStore` (`keyring`).
+//!
+//! With the `testing` feature, [`conformance`] holds the checks every store passes, ready to
+//! run against a store of your own.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+#[cfg(feature = "file")]
+mod file;
+#[cfg(any(feature = "file", feature = "sqlite"))]
+mod fs;
 mod memory;
 mod record;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
+#[cfg(feature = "file")]
+pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use record::{decode_record, encode_record, RECORD_VERSION};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 use std::fmt;
 

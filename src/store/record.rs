@@ -123,7 +123,7 @@ pub fn decode_record(
 }
 
 /// A serde_json error without the offending input (which may hold a secret).
-fn describe(e: &serde_json::Error) -> String {
+pub(super) fn describe(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Io => "unreadable",
         serde_json::error::Category::Syntax => "not valid JSON",

@@ -2,8 +2,9 @@
 //! and the parsing of the `success/data/error` envelope.
 //!
 //! A transport only sends what it is told and reports what came back. It never decides when to
-//! refresh or make: every refusal comes back as [`Error::Api`] with the HTTP status and the
-//! server's code and message, and the [`policy`](crate::policy) classifies it.
+//! refresh or make: every refusal comes back as [`Error::Api`](crate::Error::Api) with the
+//! HTTP status and the server's code and message, and the [`policy`](crate::policy)
+//! classifies it.
 
 mod envelope;
 mod ureq;

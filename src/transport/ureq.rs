@@ -117,11 +117,17 @@ impl UreqTransport {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        let takes_body = matches!(
+            method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        );
         let built = match body {
             Some(bytes) => request
                 .header("Content-Type", "application/json")
                 .body(bytes)
                 .map(|r| self.agent.run(r)),
+            // An empty body with a length (`Content-Length: 0`), not a chunked one.
+            None if takes_body => request.body(Vec::new()).map(|r| self.agent.run(r)),
             None => request.body(()).map(|r| self.agent.run(r)),
         };
         let sent =

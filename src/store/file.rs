@@ -1,0 +1,253 @@
+//! A store in one JSON file, replaced atomically on every save, with an advisory lock file
+//! beside it for the cross-process single flight.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use zeroize::Zeroizing;
+
+use super::fs::{
+    check_private, create_parent_dirs, io_error, open_or_create_private, parent_dir, sync_dir,
+};
+use super::record::describe;
+use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
+use crate::error::StoreError;
+
+const STORE: &str = "file";
+
+/// The container version this build writes and the newest it reads.
+const FILE_VERSION: u64 = 1;
+
+/// Keeps records in one JSON file:
+/// `{"version":1,"entries":{"<store key>": <record>, ...}}`, each record in the form of
+/// [`encode_record`].
+///
+/// - The file is created readable by its owner only (`0600`), its missing parent directories
+///   `0700`. A store file that its group or other users may access is refused with
+///   [`StoreError::InsecurePermissions`].
+/// - Every save rewrites the whole file atomically (a temporary file in the same directory,
+///   flushed, renamed over the store, then the directory flushed): a reader sees the old file or
+///   the new one, never a mix, and a crash leaves one of the two. Other keys' entries are kept
+///   as they were.
+/// - A file that cannot be read ([`StoreError::Corrupt`]) or was written by a newer build
+///   ([`StoreError::UnsupportedVersion`]) is never overwritten: saves are refused until it is
+///   repaired or removed.
+/// - [`lock`](TokenStore::lock) takes an exclusive advisory lock (`flock` on Unix, `LockFileEx`
+///   on Windows) on `<file name>.lock` beside the store, shared by every key of the store. It
+///   excludes other threads and other processes alike, and the operating system releases it
+///   when a process dies. The lock file is created `0600`, holds nothing and is never deleted.
+///
+/// Clones share the path only and are cheap; nothing is touched until the store is used.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    path: Arc<Path>,
+}
+
+impl FileStore {
+    /// A store kept in the file at `path` (which need not exist yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileStore {
+            path: Arc::from(path.into()),
+        }
+    }
+
+    /// The store file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the record under `key` is, for errors.
+    fn record_location(&self, key: &StoreKey) -> String {
+        format!("{} key {key}", self.path.display())
+    }
+
+    /// `<file name>.lock` beside the store file.
+    fn lock_path(&self) -> Result<PathBuf, StoreError> {
+        match self.path.file_name() {
+            Some(name) => {
+                let mut lock_name = name.to_os_string();
+                lock_name.push(".lock");
+                Ok(self.path.with_file_name(lock_name))
+            }
+            None => Err(io_error(
+                STORE,
+                &self.path,
+                "lock",
+                io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
+            )),
+        }
+    }
+
+    /// The store file's bytes, or `None` when it does not exist.
+    fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(STORE, &self.path, "open", e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| io_error(STORE, &self.path, "stat", e))?;
+        check_private(&meta, &self.path)?;
+        // Room for the whole file up front, so that no secret is left behind in a buffer that
+        // was outgrown.
+        let size = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(size));
+        file.read_to_end(&mut bytes)
+            .map_err(|e| io_error(STORE, &self.path, "read", e))?;
+        Ok(Some(bytes))
+    }
+
+    /// The record under `key` in the file as it is now.
+    fn load_now(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+        let Some(bytes) = self.read()? else {
+            return Ok(None);
+        };
+        let entries = parse(&bytes, &self.path)?;
+        entries
+            .get(key.as_str())
+            .map(|raw| decode_record(raw.get().as_bytes(), STORE, &self.record_location(key)))
+            .transpose()
+    }
+
+    /// Replaces the entry under `key` and keeps every other entry as it is. Refuses when the
+    /// file, or the entry being replaced, cannot be read.
+    fn save_now(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
+        let bytes = self.read()?;
+        let mut entries = match &bytes {
+            Some(bytes) => parse(bytes, &self.path)?,
+            None => BTreeMap::new(),
+        };
+        if let Some(old) = entries.get(key.as_str()) {
+            // Never replace a record that this build cannot read.
+            decode_record(old.get().as_bytes(), STORE, &self.record_location(key))?;
+        }
+        let encoded = encode_record(record);
+        let raw: &RawValue = serde_json::from_str(encoded.as_str())
+            .map_err(|e| io_error(STORE, &self.path, "encode", e.into()))?;
+        entries.insert(key.as_str().to_owned(), raw);
+        self.write(&entries)
+    }
+
+    /// Writes the container atomically: temporary file, fsync, rename, fsync of the directory.
+    fn write(&self, entries: &BTreeMap<String, &RawValue>) -> Result<(), StoreError> {
+        // Room for the whole text up front (keys may grow sixfold when escaped), so that no
+        // secret is left behind in a buffer that was outgrown.
+        let size = entries
+            .iter()
+            .fold(64, |n, (key, raw)| n + key.len() * 6 + raw.get().len() + 8);
+        let mut text = Zeroizing::new(Vec::with_capacity(size));
+        serde_json::to_writer(
+            &mut *text,
+            &ContainerOut {
+                version: FILE_VERSION,
+                entries,
+            },
+        )
+        .map_err(|e| io_error(STORE, &self.path, "encode", e.into()))?;
+
+        let dir = parent_dir(&self.path);
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(self.path.file_name().unwrap_or_default());
+        prefix.push(".");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+        let mut tmp = builder
+            .tempfile_in(dir)
+            .map_err(|e| io_error(STORE, dir, "create a temporary file", e))?;
+        tmp.write_all(&text)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| io_error(STORE, tmp.path(), "write", e))?;
+        // On failure the temporary file is removed when the error drops it.
+        tmp.persist(&self.path)
+            .map_err(|e| io_error(STORE, &self.path, "replace", e.error))?;
+        sync_dir(STORE, dir)
+    }
+}
+
+impl TokenStore for FileStore {
+    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+        self.load_now(key)
+    }
+
+    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+        let lock_path = self.lock_path()?;
+        create_parent_dirs(STORE, &self.path)?;
+        let file = open_or_create_private(STORE, &lock_path)?;
+        loop {
+            match file.lock() {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_error(STORE, &lock_path, "lock", e)),
+            }
+        }
+        Ok(Box::new(FileLock {
+            store: self,
+            key: key.clone(),
+            _held: file,
+        }))
+    }
+}
+
+/// Holds the lock file locked; closing it (on drop) releases the lock.
+struct FileLock<'a> {
+    store: &'a FileStore,
+    key: StoreKey,
+    _held: File,
+}
+
+impl StoreLock for FileLock<'_> {
+    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        self.store.load_now(&self.key)
+    }
+
+    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
+        self.store.save_now(&self.key, record)
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u64,
+}
+
+#[derive(Deserialize)]
+struct ContainerIn<'a> {
+    #[serde(borrow)]
+    entries: BTreeMap<String, &'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct ContainerOut<'a> {
+    version: u64,
+    entries: &'a BTreeMap<String, &'a RawValue>,
+}
+
+/// The entries of a store file, each record's text as it is in the file.
+fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<BTreeMap<String, &'a RawValue>, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        store: STORE,
+        location: path.display().to_string(),
+        detail,
+    };
+    let version: VersionOnly = serde_json::from_slice(bytes)
+        .map_err(|e| corrupt(format!("no readable file version ({})", describe(&e))))?;
+    if version.version == 0 || version.version > FILE_VERSION {
+        return Err(StoreError::UnsupportedVersion {
+            store: STORE,
+            location: path.display().to_string(),
+            found: version.version,
+            supported: FILE_VERSION,
+        });
+    }
+    let container: ContainerIn<'a> =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(describe(&e)))?;
+    Ok(container.entries)
+}

@@ -1,0 +1,378 @@
+//! A store in a SQLite database (WAL mode), one row per store key; the database's own write
+//! lock (`BEGIN IMMEDIATE`) is the cross-process single flight.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::fs::{
+    check_private, create_parent_dirs, io_error, make_private_if_exists, open_or_create_private,
+};
+use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
+use crate::error::StoreError;
+
+const STORE: &str = "sqlite";
+
+/// The schema version this build creates and the newest it reads (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a lock waits for another process by default.
+const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest busy timeout SQLite accepts (`i32::MAX` milliseconds, about 24 days).
+const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+const SELECT: &str = "SELECT record FROM chatapp_tokens WHERE store_key = ?1";
+const UPSERT: &str = "INSERT INTO chatapp_tokens (store_key, record, updated_at) \
+     VALUES (?1, ?2, unixepoch()) \
+     ON CONFLICT (store_key) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at";
+
+/// Keeps records in a SQLite database: table `chatapp_tokens(store_key TEXT PRIMARY KEY,
+/// record TEXT NOT NULL, updated_at INTEGER NOT NULL)`, one row per [`StoreKey`], the record in
+/// the form of [`encode_record`]; `PRAGMA user_version` is the schema version. Several
+/// accounts, and several processes, can share one database.
+///
+/// - [`open`](Self::open) creates the database file readable by its owner only (`0600`), its
+///   missing parent directories `0700`, and refuses an existing file that its group or other
+///   users may access ([`StoreError::InsecurePermissions`]). The `-wal` and `-shm` files beside
+///   it are made `0600` too.
+/// - The database runs in WAL mode with `synchronous = FULL`: a save that returned is on disk,
+///   and [`load`](TokenStore::load) (on a connection of its own) never waits for a lock holder.
+/// - [`lock`](TokenStore::lock) opens a `BEGIN IMMEDIATE` transaction, which excludes every
+///   other writer of the database, in this process or another, and which SQLite releases if
+///   the process dies. The lock's `save` writes the row and commits; dropping the lock without
+///   saving rolls back. While one thread of this process holds the lock, other threads' `lock`
+///   waits for it; another process's waits up to the busy timeout (10 s unless
+///   [`with_busy_timeout`](Self::with_busy_timeout) says otherwise), then fails with
+///   [`StoreError::LockTimeout`].
+/// - A row that cannot be read ([`StoreError::Corrupt`]) or was written by a newer build
+///   ([`StoreError::UnsupportedVersion`]) is never overwritten: saves under its key are refused.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// Where errors say the store is: `sqlite:<path>`.
+    location: String,
+    busy_timeout: Duration,
+    /// Serves [`TokenStore::load`]; in WAL mode a reader never waits for the writer.
+    reader: Mutex<Connection>,
+    /// Held by a [`SqliteLock`] for its whole life, inside `BEGIN IMMEDIATE`.
+    writer: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it (and its missing parent directories) when it
+    /// does not exist, and creating or checking its schema.
+    ///
+    /// # Errors
+    /// - [`StoreError::InsecurePermissions`] when the file is accessible by group or others;
+    /// - [`StoreError::UnsupportedVersion`] when a newer build created the schema;
+    /// - [`StoreError::Corrupt`] when the file is not a SQLite database;
+    /// - [`StoreError::Io`] or [`StoreError::Backend`] when the file or the database cannot be
+    ///   opened, set up or migrated.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        let location = format!("sqlite:{}", path.display());
+        create_private_file(&path)?;
+        let writer = connect(&path, &location, DEFAULT_BUSY_TIMEOUT)?;
+        let mode: String = writer
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|e| sql_error(e, &location))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("{location}: SQLite refused WAL mode (journal mode {mode}); loads may wait for a lock holder");
+        }
+        migrate(&writer, &location)?;
+        let reader = connect(&path, &location, DEFAULT_BUSY_TIMEOUT)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = OsString::from(path.as_os_str());
+            side.push(suffix);
+            make_private_if_exists(STORE, Path::new(&side))?;
+        }
+        Ok(SqliteStore {
+            path,
+            location,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// Sets how long [`lock`](TokenStore::lock) (and any other statement that finds the
+    /// database locked by another process) waits before giving up; at most about 24 days.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when SQLite refuses the setting.
+    pub fn with_busy_timeout(mut self, timeout: Duration) -> Result<Self, StoreError> {
+        let timeout = timeout.min(MAX_BUSY_TIMEOUT);
+        for conn in [&self.reader, &self.writer] {
+            conn.lock()
+                .busy_timeout(timeout)
+                .map_err(|e| sql_error(e, &self.location))?;
+        }
+        self.busy_timeout = timeout;
+        Ok(self)
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The busy timeout in force.
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
+    }
+
+    /// Where the record under `key` is, for errors.
+    fn record_location(&self, key: &StoreKey) -> String {
+        format!("{} key {key}", self.location)
+    }
+
+    /// The record under `key`, read on `conn` (inside its transaction, if any).
+    fn select(
+        &self,
+        conn: &Connection,
+        key: &StoreKey,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let sql = |e| sql_error(e, &self.location);
+        let mut stmt = conn.prepare_cached(SELECT).map_err(sql)?;
+        let mut rows = stmt.query([key.as_str()]).map_err(sql)?;
+        let Some(row) = rows.next().map_err(sql)? else {
+            return Ok(None);
+        };
+        let bytes = match row.get_ref(0).map_err(sql)? {
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => bytes,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    store: STORE,
+                    location: self.record_location(key),
+                    detail: "the record is not text".to_owned(),
+                })
+            }
+        };
+        decode_record(bytes, STORE, &self.record_location(key)).map(Some)
+    }
+
+    /// Starts the write transaction that is the store's lock.
+    fn begin_immediate(&self, conn: &Connection) -> Result<(), StoreError> {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+            if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) {
+                StoreError::LockTimeout {
+                    store: STORE,
+                    location: self.location.clone(),
+                    waited: self.busy_timeout,
+                }
+            } else {
+                sql_error(e, &self.location)
+            }
+        })
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("busy_timeout", &self.busy_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenStore for SqliteStore {
+    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+        self.select(&self.reader.lock(), key)
+    }
+
+    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+        let conn = self.writer.lock();
+        if !conn.is_autocommit() {
+            // A transaction left open by a guard whose rollback failed: end it first.
+            conn.execute_batch("ROLLBACK")
+                .map_err(|e| sql_error(e, &self.location))?;
+        }
+        self.begin_immediate(&conn)?;
+        Ok(Box::new(SqliteLock {
+            store: self,
+            conn,
+            key: key.clone(),
+            in_transaction: true,
+        }))
+    }
+}
+
+/// The store's write connection, inside `BEGIN IMMEDIATE` until the record is saved.
+struct SqliteLock<'a> {
+    store: &'a SqliteStore,
+    conn: MutexGuard<'a, Connection>,
+    key: StoreKey,
+    in_transaction: bool,
+}
+
+impl SqliteLock<'_> {
+    /// Writes the row and commits, in the transaction that is open.
+    fn upsert_and_commit(&self, record: &StoredRecord) -> Result<(), StoreError> {
+        let sql = |e| sql_error(e, &self.store.location);
+        // Never replace a record that this build cannot read.
+        self.store.select(&self.conn, &self.key)?;
+        let encoded = encode_record(record);
+        self.conn
+            .prepare_cached(UPSERT)
+            .and_then(|mut stmt| stmt.execute([self.key.as_str(), encoded.as_str()]))
+            .map_err(sql)?;
+        self.conn.execute_batch("COMMIT").map_err(sql)
+    }
+
+    fn rollback(&mut self) {
+        if self.in_transaction {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                log::warn!("{}: rollback failed: {e}", self.store.location);
+            }
+            self.in_transaction = false;
+        }
+    }
+}
+
+impl StoreLock for SqliteLock<'_> {
+    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        self.store.select(&self.conn, &self.key)
+    }
+
+    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
+        if !self.in_transaction {
+            // A save after a save: take the lock again for it.
+            self.store.begin_immediate(&self.conn)?;
+            self.in_transaction = true;
+        }
+        let result = self.upsert_and_commit(record);
+        if result.is_ok() {
+            self.in_transaction = false;
+        } else {
+            self.rollback();
+        }
+        result
+    }
+}
+
+impl Drop for SqliteLock<'_> {
+    fn drop(&mut self) {
+        self.rollback();
+    }
+}
+
+/// Creates the database file `0600` (and its directories `0700`) when it is missing, and
+/// refuses an existing one that group or others may access.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    create_parent_dirs(STORE, path)?;
+    let file = open_or_create_private(STORE, path)?;
+    let meta = file
+        .metadata()
+        .map_err(|e| io_error(STORE, path, "stat", e))?;
+    check_private(&meta, path)
+}
+
+/// A connection to the existing database file at `path`.
+fn connect(path: &Path, location: &str, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_error(e, location))?;
+    conn.busy_timeout(busy_timeout)
+        .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+        .map_err(|e| sql_error(e, location))?;
+    Ok(conn)
+}
+
+/// `PRAGMA user_version`.
+fn user_version(conn: &Connection, location: &str) -> Result<i64, StoreError> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| sql_error(e, location))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], one step at a time, in one write transaction.
+fn migrate(conn: &Connection, location: &str) -> Result<(), StoreError> {
+    if check_schema_version(user_version(conn, location)?, location)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| sql_error(e, location))?;
+    let result = (|| {
+        // Another process may have migrated while this one waited for the lock.
+        let found = check_schema_version(user_version(conn, location)?, location)?;
+        for from in found..SCHEMA_VERSION {
+            migrate_from(conn, from, location)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .and_then(|()| conn.execute_batch("COMMIT"))
+            .map_err(|e| sql_error(e, location))
+    })();
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+/// One migration step, from schema version `from` to `from + 1`.
+fn migrate_from(conn: &Connection, from: i64, location: &str) -> Result<(), StoreError> {
+    let sql = match from {
+        0 => {
+            "CREATE TABLE IF NOT EXISTS chatapp_tokens (
+                 store_key TEXT PRIMARY KEY,
+                 record TEXT NOT NULL,
+                 updated_at INTEGER NOT NULL
+             )"
+        }
+        // Later versions: `1 => "ALTER TABLE ..."`, and so on.
+        _ => return Err(unsupported(from, location)),
+    };
+    conn.execute_batch(sql).map_err(|e| sql_error(e, location))
+}
+
+/// Passes a schema version this build can read or migrate.
+fn check_schema_version(found: i64, location: &str) -> Result<i64, StoreError> {
+    if found < 0 {
+        Err(StoreError::Corrupt {
+            store: STORE,
+            location: location.to_owned(),
+            detail: format!("a negative schema version ({found})"),
+        })
+    } else if found > SCHEMA_VERSION {
+        Err(unsupported(found, location))
+    } else {
+        Ok(found)
+    }
+}
+
+fn unsupported(found: i64, location: &str) -> StoreError {
+    StoreError::UnsupportedVersion {
+        store: STORE,
+        location: location.to_owned(),
+        found: found.unsigned_abs(),
+        supported: SCHEMA_VERSION.unsigned_abs(),
+    }
+}
+
+/// A SQLite failure as a [`StoreError`]: a file that is no database, or a damaged one, is
+/// [`StoreError::Corrupt`]. SQLite's messages name statements, never bound values.
+fn sql_error(e: rusqlite::Error, location: &str) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::Corrupt {
+            store: STORE,
+            location: location.to_owned(),
+            detail: "the file is not a SQLite database".to_owned(),
+        },
+        Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            store: STORE,
+            location: location.to_owned(),
+            detail: "the database is damaged".to_owned(),
+        },
+        _ => StoreError::Backend {
+            store: STORE,
+            location: location.to_owned(),
+            source: Box::new(e),
+        },
+    }
+}

@@ -1,0 +1,170 @@
+//! Fault injection: what a test can make the next reply to a route do instead of the usual.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Which requests a [`Fault`] applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// tokens.make: `POST /v1/tokens`.
+    Make,
+    /// tokens.refresh: `POST /v1/tokens/refresh`.
+    Refresh,
+    /// tokens.check: `GET /v1/tokens/check`.
+    Check,
+    /// Any other request (every ordinary endpoint, and any unknown path).
+    Request,
+}
+
+impl Route {
+    /// The route of a request, from its method and path (without the query).
+    pub(crate) fn of(method: &str, path: &str) -> Route {
+        match (method, path) {
+            ("POST", "/v1/tokens") => Route::Make,
+            ("POST", "/v1/tokens/refresh") => Route::Refresh,
+            ("GET", "/v1/tokens/check") => Route::Check,
+            _ => Route::Request,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Route::Make => 0,
+            Route::Refresh => 1,
+            Route::Check => 2,
+            Route::Request => 3,
+        }
+    }
+}
+
+/// What the server does instead of its usual reply, once, to the next request on a [`Route`]
+/// (see [`FakeChatApp::inject`](super::FakeChatApp::inject)).
+///
+/// Unless said otherwise a fault replaces the work too: nothing is issued, rotated or
+/// counted (but [`Counters::faults_served`](super::Counters::faults_served)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Any canned reply: this status, body and `Content-Type`.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The body, sent as it is.
+        body: String,
+        /// The `Content-Type` header.
+        content_type: String,
+    },
+    /// This status (e.g. 500, 502) with an HTML body, like a proxy in front of the API.
+    ServerError(u16),
+    /// A 200 reply whose body is broken JSON: `{"success": tru`.
+    MalformedJson,
+    /// On [`Route::Make`] and [`Route::Refresh`]: the work is done (a pair is issued, a refresh
+    /// rotates) and a success reply is sent whose `data` lacks this field (or, when `data` has
+    /// no such field, whose envelope lacks it: `"data"` or `"success"`). When the work itself
+    /// is refused, the ordinary refusal is sent. On [`Route::Check`] and [`Route::Request`]:
+    /// a 200 reply `{"data":{}}`, with no `success` field, and no work done.
+    MissingField(String),
+    /// On [`Route::Make`] and [`Route::Refresh`]: the work is done and the success reply has
+    /// both end times and `cabinetUserId` as strings (refusals are sent as usual). On
+    /// [`Route::Check`] and [`Route::Request`]: a 200 reply `{"success":"true","data":{}}`.
+    WrongTypes,
+    /// The connection is closed without any reply, and nothing is done server-side.
+    DropConnection,
+    /// Waits this long, then serves the request normally (the wait ends early if the server
+    /// is dropped).
+    Delay(Duration),
+    /// The work is done (a refresh rotates, a make counts and issues, a request is counted),
+    /// then the connection is closed without any reply: the client never learns the outcome.
+    LostReply,
+    /// A 200 reply `{"success":true,"data":"xxxx…` of `bytes` bytes in all, streamed (never
+    /// held in memory). With `declare_length` it carries `Content-Length: bytes`; without,
+    /// it has no length and ends when the server closes the connection.
+    Huge {
+        /// The body's size in bytes.
+        bytes: u64,
+        /// Whether to send `Content-Length`.
+        declare_length: bool,
+    },
+    /// A 429 reply with the envelope
+    /// `{"success":false,"error":{"code":"ApiTooManyRequestsError","message":"Too many requests"}}`
+    /// and `Retry-After: 1`.
+    RateLimited,
+}
+
+impl Fault {
+    /// A canned reply with a JSON body: [`Fault::Status`] with `Content-Type: application/json`.
+    pub fn json(status: u16, body: impl Into<String>) -> Fault {
+        Fault::Status {
+            status,
+            body: body.into(),
+            content_type: "application/json".to_owned(),
+        }
+    }
+}
+
+/// One queue of pending faults per route.
+#[derive(Debug, Default)]
+pub(crate) struct FaultQueue {
+    queues: Mutex<[VecDeque<Fault>; 4]>,
+}
+
+impl FaultQueue {
+    /// Queues `fault` for the next request on `route` not already given one.
+    pub(crate) fn push(&self, route: Route, fault: Fault) {
+        if let Some(queue) = self.queues.lock().get_mut(route.index()) {
+            queue.push_back(fault);
+        }
+    }
+
+    /// The fault for a request on `route` that just arrived, if any.
+    pub(crate) fn pop(&self, route: Route) -> Option<Fault> {
+        self.queues.lock().get_mut(route.index())?.pop_front()
+    }
+
+    /// How many faults wait for `route`.
+    pub(crate) fn pending(&self, route: Route) -> usize {
+        self.queues
+            .lock()
+            .get(route.index())
+            .map_or(0, VecDeque::len)
+    }
+
+    /// Forgets every pending fault.
+    pub(crate) fn clear(&self) {
+        for queue in self.queues.lock().iter_mut() {
+            queue.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_told_apart_by_method_and_path() {
+        assert_eq!(Route::of("POST", "/v1/tokens"), Route::Make);
+        assert_eq!(Route::of("POST", "/v1/tokens/refresh"), Route::Refresh);
+        assert_eq!(Route::of("GET", "/v1/tokens/check"), Route::Check);
+        assert_eq!(Route::of("GET", "/v1/tokens"), Route::Request);
+        assert_eq!(Route::of("POST", "/v1/tokens/check"), Route::Request);
+        assert_eq!(Route::of("GET", "/v1/licenses"), Route::Request);
+    }
+
+    #[test]
+    fn faults_queue_per_route_in_order() {
+        let q = FaultQueue::default();
+        q.push(Route::Refresh, Fault::DropConnection);
+        q.push(Route::Refresh, Fault::RateLimited);
+        q.push(Route::Make, Fault::MalformedJson);
+        assert_eq!(q.pending(Route::Refresh), 2);
+        assert_eq!(q.pop(Route::Check), None);
+        assert_eq!(q.pop(Route::Refresh), Some(Fault::DropConnection));
+        assert_eq!(q.pop(Route::Refresh), Some(Fault::RateLimited));
+        assert_eq!(q.pop(Route::Refresh), None);
+        q.clear();
+        assert_eq!(q.pop(Route::Make), None);
+    }
+}

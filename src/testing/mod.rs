@@ -1,0 +1,332 @@
+//! A fake ChatApp for tests: [`FakeChatApp`] is a real HTTP server on `127.0.0.1` (an
+//! ephemeral port) that behaves like the ChatApp token service, as far as it is publicly
+//! known: tokens.make with a 100-a-day rolling quota per email+appId, tokens.refresh with
+//! strict rotation, tokens.check, and a few ordinary endpoints that need a live access token
+//! (`GET /v1/licenses`, sending a text message, callback URLs). Its clock is a
+//! [`ManualClock`]: [`advance`](FakeChatApp::advance) makes a day pass in no time. Faults can
+//! be injected into the next reply to any route: canned statuses, broken JSON, dropped
+//! connections, lost replies, delays, huge bodies.
+//!
+//! Enabled by the cargo feature `testing`.
+//!
+//! ```
+//! use chatapp_session::testing::{Fault, FakeChatApp, Route};
+//! use chatapp_session::transport::{Transport, TransportConfig, UreqTransport};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fake = FakeChatApp::start()?;
+//! let transport = UreqTransport::new(TransportConfig::new(fake.base_url()))?;
+//!
+//! let pair = transport.make(&fake.credentials())?;
+//! let licenses = transport.send(&pair.access, "GET", "/v1/licenses", None)?;
+//! assert_eq!(licenses[0]["licenseId"], 37233);
+//!
+//! // A day later the access token is dead, but the refresh token still works.
+//! fake.advance(86_400);
+//! assert!(!transport.check(&pair.access)?);
+//! let fresh = transport.refresh(&pair.refresh)?;
+//! assert!(transport.check(&fresh.access)?);
+//!
+//! // Strict rotation: the refresh token just used is dead.
+//! assert!(transport.refresh(&pair.refresh).is_err());
+//!
+//! // The next refresh is done server-side, but its reply never arrives.
+//! fake.inject(Route::Refresh, Fault::LostReply);
+//! assert!(transport.refresh(&fresh.refresh).is_err());
+//! assert!(transport.refresh(&fresh.refresh).is_err()); // rotated away
+//! assert_eq!(fake.counters().refreshes, 2);
+//! # Ok(())
+//! # }
+//! ```
+
+mod fault;
+mod http;
+mod routes;
+mod server;
+mod state;
+mod tokens;
+
+pub use self::fault::{Fault, Route};
+pub use self::state::{Counters, Rotation};
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use self::server::{Server, Shared};
+use self::state::{Account, Limits, State, DAY};
+use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
+
+/// The default account's email.
+pub const DEFAULT_EMAIL: &str = "demo@example.com";
+/// The default account's password.
+pub const DEFAULT_PASSWORD: &str = "demo-password";
+/// The default account's application id.
+pub const DEFAULT_APP_ID: &str = "app_demo_1";
+/// The `cabinetUserId` of the first account; the next ones count up from it.
+pub const FIRST_CABINET_USER_ID: i64 = 14545;
+
+/// A fake ChatApp API server on `127.0.0.1`, for tests. See the [module docs](self).
+///
+/// Dropping it stops the server: every connection is closed and every thread joined.
+pub struct FakeChatApp {
+    shared: Arc<Shared>,
+    server: Server,
+    first: Credentials,
+}
+
+impl FakeChatApp {
+    /// A server with the defaults: one account ([`DEFAULT_EMAIL`], [`DEFAULT_PASSWORD`],
+    /// [`DEFAULT_APP_ID`]), access tokens living 24 h and refresh tokens 14 days, strict
+    /// rotation, 100 tokens.make a rolling day, `ApiInvalidTokenError` with HTTP 401, a clock
+    /// starting at the system's time.
+    ///
+    /// # Errors
+    /// When no port can be bound or no thread started.
+    pub fn start() -> io::Result<FakeChatApp> {
+        FakeChatApp::builder().start()
+    }
+
+    /// A builder for a server that differs from the defaults.
+    pub fn builder() -> FakeChatAppBuilder {
+        FakeChatAppBuilder::default()
+    }
+
+    /// The URL to give clients: `http://127.0.0.1:PORT`, no trailing `/`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// The port listened on.
+    pub fn port(&self) -> u16 {
+        self.server.addr().port()
+    }
+
+    /// The first account's valid credentials.
+    pub fn credentials(&self) -> Credentials {
+        self.first.clone()
+    }
+
+    /// The server's clock, unix seconds.
+    pub fn now(&self) -> i64 {
+        self.shared.clock.now()
+    }
+
+    /// Moves the server's clock forward by `secs` seconds (and any clock shared with it
+    /// through [`FakeChatAppBuilder::clock`]): `advance(86_400)` and a day has passed.
+    pub fn advance(&self, secs: i64) {
+        self.shared.clock.advance(secs);
+    }
+
+    /// The server's clock itself (a clone shares the time).
+    pub fn clock(&self) -> ManualClock {
+        self.shared.clock.clone()
+    }
+
+    /// What the server has counted so far.
+    pub fn counters(&self) -> Counters {
+        self.shared.state.lock().counters
+    }
+
+    /// Sets every counter back to zero. The quota's record of past makes is kept.
+    pub fn reset_counters(&self) {
+        self.shared.state.lock().counters = Counters::default();
+    }
+
+    /// Queues `fault` for the next request on `route`. Several faults for one route apply to
+    /// successive requests, in order; requests on other routes are not affected.
+    pub fn inject(&self, route: Route, fault: Fault) {
+        self.shared.faults.push(route, fault);
+    }
+
+    /// How many injected faults still wait for a request on `route`.
+    pub fn pending_faults(&self, route: Route) -> usize {
+        self.shared.faults.pending(route)
+    }
+
+    /// Forgets every fault not yet applied.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Every live access token dies now; refresh tokens live on.
+    pub fn revoke_access_tokens(&self) {
+        self.shared.state.lock().revoke_access_tokens();
+    }
+
+    /// Every access and refresh token dies now: only tokens.make helps.
+    pub fn revoke_all(&self) {
+        self.shared.state.lock().revoke_all();
+    }
+
+    /// Issues a pair for the first account at the server's time, as tokens.make would, but
+    /// without an HTTP call and without counting it (neither in [`Counters`] nor in the
+    /// quota). For seeding a store with a pair the server knows.
+    pub fn issue_pair(&self) -> TokenPair {
+        let now = self.now();
+        let issued = self.shared.state.lock().issue(0, now);
+        TokenPair {
+            access: AccessToken::new(issued.access),
+            access_expires_at: issued.access_end,
+            refresh: RefreshToken::new(issued.refresh),
+            refresh_expires_at: issued.refresh_end,
+            cabinet_user_id: issued.cabinet_user_id,
+        }
+    }
+
+    /// How many successful tokens.make the server has seen for this email+appId in the last
+    /// 24 h of its clock (what its quota counts).
+    pub fn makes_in_last_day(&self, email: &str, app_id: &str) -> u64 {
+        let now = self.now();
+        self.shared.state.lock().makes_in_window(email, app_id, now)
+    }
+}
+
+impl fmt::Debug for FakeChatApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeChatApp")
+            .field("base_url", &self.base_url())
+            .field("now", &self.now())
+            .field("counters", &self.counters())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`FakeChatApp`] that differs from the defaults. Every setting is optional.
+#[derive(Debug, Default)]
+#[must_use = "a builder does nothing until .start()"]
+pub struct FakeChatAppBuilder {
+    accounts: Vec<(String, String, String)>,
+    access_lifetime: Option<i64>,
+    refresh_lifetime: Option<i64>,
+    rotation: Option<Rotation>,
+    make_limit: Option<u32>,
+    make_revokes_older: bool,
+    invalid_token_status: Option<u16>,
+    clock: Option<ManualClock>,
+    threads: Option<usize>,
+}
+
+impl FakeChatAppBuilder {
+    /// Adds an account tokens.make accepts. Without any, there is one: [`DEFAULT_EMAIL`],
+    /// [`DEFAULT_PASSWORD`], [`DEFAULT_APP_ID`]. [`FakeChatApp::credentials`] gives the first.
+    /// Accounts get `cabinetUserId`s from [`FIRST_CABINET_USER_ID`] on, in order.
+    pub fn account(
+        mut self,
+        email: impl Into<String>,
+        password: impl Into<String>,
+        app_id: impl Into<String>,
+    ) -> Self {
+        self.accounts
+            .push((email.into(), password.into(), app_id.into()));
+        self
+    }
+
+    /// How long an access token lives, in seconds (default 86 400: a day).
+    pub fn access_lifetime(mut self, secs: i64) -> Self {
+        self.access_lifetime = Some(secs);
+        self
+    }
+
+    /// How long a refresh token lives, in seconds (default 14 days).
+    pub fn refresh_lifetime(mut self, secs: i64) -> Self {
+        self.refresh_lifetime = Some(secs);
+        self
+    }
+
+    /// What a refresh does to the old pair (default [`Rotation::Strict`]).
+    pub fn rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = Some(rotation);
+        self
+    }
+
+    /// Successful tokens.make allowed per email+appId in any 24 h of the server's clock
+    /// (default 100). Past it: HTTP 429 `ApiTooManyRequestsError`.
+    pub fn make_limit(mut self, limit: u32) -> Self {
+        self.make_limit = Some(limit);
+        self
+    }
+
+    /// Whether a tokens.make kills every older pair of its account (default `false`; the
+    /// real server's behaviour is unknown).
+    pub fn make_revokes_older(mut self, yes: bool) -> Self {
+        self.make_revokes_older = yes;
+        self
+    }
+
+    /// The HTTP status of `ApiInvalidTokenError` replies to ordinary calls and tokens.check
+    /// (default 401; the real one is unknown, 200 and 403 are plausible). A refused
+    /// tokens.refresh is always 401.
+    pub fn invalid_token_status(mut self, status: u16) -> Self {
+        self.invalid_token_status = Some(status);
+        self
+    }
+
+    /// The server's clock: pass a clone of the clock your session uses, and both move
+    /// together. Default: a [`ManualClock`] starting at the system's time.
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How many requests are handled at once (default 16; at least 1). Every open
+    /// connection has its own thread; past this many requests in progress (a
+    /// [`Fault::Delay`] keeps its slot while it waits), the others wait their turn.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Starts the server.
+    ///
+    /// # Errors
+    /// When no port can be bound or no thread started.
+    pub fn start(self) -> io::Result<FakeChatApp> {
+        let defaults = Limits::default();
+        let limits = Limits {
+            access_lifetime: self.access_lifetime.unwrap_or(DAY),
+            refresh_lifetime: self.refresh_lifetime.unwrap_or(defaults.refresh_lifetime),
+            rotation: self.rotation.unwrap_or(defaults.rotation),
+            make_limit: self.make_limit.unwrap_or(defaults.make_limit),
+            make_revokes_older: self.make_revokes_older,
+        };
+        let mut given = self.accounts;
+        if given.is_empty() {
+            given.push((
+                DEFAULT_EMAIL.to_owned(),
+                DEFAULT_PASSWORD.to_owned(),
+                DEFAULT_APP_ID.to_owned(),
+            ));
+        }
+        let accounts: Vec<Account> = given
+            .into_iter()
+            .zip(FIRST_CABINET_USER_ID..)
+            .map(|((email, password, app_id), cabinet_user_id)| Account {
+                email,
+                password,
+                app_id,
+                cabinet_user_id,
+            })
+            .collect();
+        let first = accounts
+            .first()
+            .map(|a| Credentials::new(&a.email, &a.password, &a.app_id))
+            .unwrap_or_else(|| Credentials::new(DEFAULT_EMAIL, DEFAULT_PASSWORD, DEFAULT_APP_ID));
+        let clock = self
+            .clock
+            .unwrap_or_else(|| ManualClock::new(SystemClock.now()));
+        let shared = Arc::new(Shared::new(
+            State::new(limits, accounts),
+            clock,
+            self.invalid_token_status.unwrap_or(401),
+            self.threads.unwrap_or(16),
+        ));
+        let server = Server::start(Arc::clone(&shared))?;
+        Ok(FakeChatApp {
+            shared,
+            server,
+            first,
+        })
+    }
+}

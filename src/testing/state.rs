@@ -1,0 +1,514 @@
+//! What the fake server remembers: its accounts, every pair it issued (with end times and
+//! whether it was revoked), rotation, the tokens.make quota, callback URLs and the
+//! [`Counters`].
+//!
+//! Pure: every operation takes `now` (unix seconds, the server's clock) as an argument and
+//! nothing here touches a socket, a thread or a clock. The server keeps one [`State`] under
+//! one mutex, which is what makes a refresh atomic: of two refreshes racing with one refresh
+//! token, exactly one wins under strict rotation.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::tokens::TokenGen;
+
+/// Seconds in a day: the rolling window of the tokens.make quota.
+pub(crate) const DAY: i64 = 86_400;
+
+/// What the fake server has counted since it started (or since
+/// [`reset_counters`](super::FakeChatApp::reset_counters)).
+///
+/// A request that a [`Fault`](super::Fault) answered without doing the work
+/// (everything but [`Delay`](super::Fault::Delay), [`LostReply`](super::Fault::LostReply),
+/// and [`MissingField`](super::Fault::MissingField) / [`WrongTypes`](super::Fault::WrongTypes)
+/// on the token endpoints) counts only in `faults_served`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// tokens.make calls that issued a pair.
+    pub makes: u64,
+    /// tokens.make calls refused: wrong or missing credentials, a malformed body, the quota.
+    pub makes_rejected: u64,
+    /// tokens.refresh calls that issued a pair.
+    pub refreshes: u64,
+    /// tokens.refresh calls refused: no, unknown, revoked or expired refresh token.
+    pub refreshes_rejected: u64,
+    /// tokens.check calls, whatever the answer.
+    pub checks: u64,
+    /// Every request that is not one of the three token endpoints, whatever the answer
+    /// (404s and invalid tokens included).
+    pub requests: u64,
+    /// `ApiInvalidTokenError` replies sent for ordinary requests and tokens.check (not for
+    /// tokens.refresh, which counts in `refreshes_rejected`).
+    pub invalid_token_replies: u64,
+    /// Injected faults applied.
+    pub faults_served: u64,
+}
+
+/// What becomes of the old pair when its refresh token is used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Rotation {
+    /// The refresh token just used, and the access token of its pair, die at once (the
+    /// default, and what the SDK must assume of the real server).
+    #[default]
+    Strict,
+    /// The old pair lives on until its end times; its refresh token may be used again.
+    Lenient,
+}
+
+/// One account tokens.make accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Account {
+    pub(crate) email: String,
+    pub(crate) password: String,
+    pub(crate) app_id: String,
+    pub(crate) cabinet_user_id: i64,
+}
+
+/// Lifetimes and rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) access_lifetime: i64,
+    pub(crate) refresh_lifetime: i64,
+    pub(crate) rotation: Rotation,
+    pub(crate) make_limit: u32,
+    pub(crate) make_revokes_older: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            access_lifetime: DAY,
+            refresh_lifetime: 14 * DAY,
+            rotation: Rotation::Strict,
+            make_limit: 100,
+            make_revokes_older: false,
+        }
+    }
+}
+
+/// A pair as handed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Issued {
+    pub(crate) cabinet_user_id: i64,
+    pub(crate) access: String,
+    pub(crate) access_end: i64,
+    pub(crate) refresh: String,
+    pub(crate) refresh_end: i64,
+}
+
+/// Why tokens.make said no.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MakeRefusal {
+    /// No account has that email, password and appId.
+    WrongCredentials,
+    /// The email+appId has had `make_limit` successful makes in the last 24 h.
+    Quota,
+}
+
+/// The token is unknown, revoked or past its end time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InvalidToken;
+
+/// A pair the server issued, and what has become of it.
+#[derive(Debug)]
+struct Record {
+    account: usize,
+    access_end: i64,
+    refresh_end: i64,
+    access_dead: bool,
+    refresh_dead: bool,
+}
+
+/// Everything the server knows.
+#[derive(Debug)]
+pub(crate) struct State {
+    limits: Limits,
+    accounts: Vec<Account>,
+    records: Vec<Record>,
+    by_access: HashMap<String, usize>,
+    by_refresh: HashMap<String, usize>,
+    /// Times of successful makes, per (email, appId).
+    makes: HashMap<(String, String), Vec<i64>>,
+    callbacks: BTreeMap<(String, String), String>,
+    gen: TokenGen,
+    /// What has been counted; the server adds to it too.
+    pub(crate) counters: Counters,
+}
+
+impl State {
+    /// A server state with these rules and accounts.
+    pub(crate) fn new(limits: Limits, accounts: Vec<Account>) -> Self {
+        State {
+            limits,
+            accounts,
+            records: Vec::new(),
+            by_access: HashMap::new(),
+            by_refresh: HashMap::new(),
+            makes: HashMap::new(),
+            callbacks: BTreeMap::new(),
+            gen: TokenGen::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Issues a pair for `account` at `now`, counting nothing.
+    pub(crate) fn issue(&mut self, account: usize, now: i64) -> Issued {
+        let cabinet_user_id = self.accounts.get(account).map_or(0, |a| a.cabinet_user_id);
+        let issued = Issued {
+            cabinet_user_id,
+            access: self.gen.token(),
+            access_end: now.saturating_add(self.limits.access_lifetime),
+            refresh: self.gen.token(),
+            refresh_end: now.saturating_add(self.limits.refresh_lifetime),
+        };
+        let index = self.records.len();
+        self.records.push(Record {
+            account,
+            access_end: issued.access_end,
+            refresh_end: issued.refresh_end,
+            access_dead: false,
+            refresh_dead: false,
+        });
+        self.by_access.insert(issued.access.clone(), index);
+        self.by_refresh.insert(issued.refresh.clone(), index);
+        issued
+    }
+
+    /// tokens.make. Counts `makes` or `makes_rejected`; only a success counts toward the quota.
+    pub(crate) fn make(
+        &mut self,
+        email: &str,
+        password: &str,
+        app_id: &str,
+        now: i64,
+    ) -> Result<Issued, MakeRefusal> {
+        let Some(account) = self
+            .accounts
+            .iter()
+            .position(|a| a.email == email && a.password == password && a.app_id == app_id)
+        else {
+            self.counters.makes_rejected += 1;
+            return Err(MakeRefusal::WrongCredentials);
+        };
+        if self.makes_in_window(email, app_id, now) >= u64::from(self.limits.make_limit) {
+            self.counters.makes_rejected += 1;
+            return Err(MakeRefusal::Quota);
+        }
+        if self.limits.make_revokes_older {
+            for record in self.records.iter_mut().filter(|r| r.account == account) {
+                record.access_dead = true;
+                record.refresh_dead = true;
+            }
+        }
+        self.makes
+            .entry((email.to_owned(), app_id.to_owned()))
+            .or_default()
+            .push(now);
+        self.counters.makes += 1;
+        Ok(self.issue(account, now))
+    }
+
+    /// Successful makes for this email+appId in the 24 h before `now` (forgetting older ones).
+    pub(crate) fn makes_in_window(&mut self, email: &str, app_id: &str, now: i64) -> u64 {
+        let Some(times) = self.makes.get_mut(&(email.to_owned(), app_id.to_owned())) else {
+            return 0;
+        };
+        // `retain`, not a pop from the front: a shared manual clock may be set backwards.
+        times.retain(|&t| now.saturating_sub(t) < DAY);
+        times.len() as u64
+    }
+
+    /// tokens.refresh. Counts `refreshes` or `refreshes_rejected`.
+    pub(crate) fn refresh(&mut self, refresh: &str, now: i64) -> Result<Issued, InvalidToken> {
+        let live = self.by_refresh.get(refresh).copied().filter(|&i| {
+            self.records
+                .get(i)
+                .is_some_and(|r| !r.refresh_dead && now < r.refresh_end)
+        });
+        let Some(index) = live else {
+            self.counters.refreshes_rejected += 1;
+            return Err(InvalidToken);
+        };
+        let mut account = 0;
+        if let Some(record) = self.records.get_mut(index) {
+            account = record.account;
+            if self.limits.rotation == Rotation::Strict {
+                record.refresh_dead = true;
+                record.access_dead = true;
+            }
+        }
+        self.counters.refreshes += 1;
+        Ok(self.issue(account, now))
+    }
+
+    /// Whether `access` is live at `now`; its account's cabinet user id when it is.
+    fn live_access(&self, access: &str, now: i64) -> Option<i64> {
+        let record = self.records.get(*self.by_access.get(access)?)?;
+        if record.access_dead || now >= record.access_end {
+            return None;
+        }
+        Some(
+            self.accounts
+                .get(record.account)
+                .map_or(0, |a| a.cabinet_user_id),
+        )
+    }
+
+    /// tokens.check. Counts `checks`, and `invalid_token_replies` when the token is not live.
+    pub(crate) fn check(&mut self, access: &str, now: i64) -> Result<i64, InvalidToken> {
+        self.counters.checks += 1;
+        self.authorize(access, now)
+    }
+
+    /// Whether an ordinary request's `Authorization` is a live access token. Counts
+    /// `invalid_token_replies` when it is not (the caller counts `requests`).
+    pub(crate) fn authorize(&mut self, access: &str, now: i64) -> Result<i64, InvalidToken> {
+        match self.live_access(access, now) {
+            Some(cabinet) => Ok(cabinet),
+            None => {
+                self.counters.invalid_token_replies += 1;
+                Err(InvalidToken)
+            }
+        }
+    }
+
+    /// Every access token dies; refresh tokens live on.
+    pub(crate) fn revoke_access_tokens(&mut self) {
+        for record in &mut self.records {
+            record.access_dead = true;
+        }
+    }
+
+    /// Every access and refresh token dies.
+    pub(crate) fn revoke_all(&mut self) {
+        for record in &mut self.records {
+            record.access_dead = true;
+            record.refresh_dead = true;
+        }
+    }
+
+    /// Sets the callback URL of a license's messenger.
+    pub(crate) fn set_callback(&mut self, license: &str, messenger: &str, url: &str) {
+        self.callbacks
+            .insert((license.to_owned(), messenger.to_owned()), url.to_owned());
+    }
+
+    /// Removes the callback URL of a license's messenger; whether there was one.
+    pub(crate) fn remove_callback(&mut self, license: &str, messenger: &str) -> bool {
+        self.callbacks
+            .remove(&(license.to_owned(), messenger.to_owned()))
+            .is_some()
+    }
+
+    /// Every callback URL: (license, messenger type, URL), sorted.
+    pub(crate) fn callbacks(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.callbacks
+            .iter()
+            .map(|((l, m), u)| (l.as_str(), m.as_str(), u.as_str()))
+    }
+
+    /// A fresh message id.
+    pub(crate) fn message_id(&mut self) -> String {
+        self.gen.hex16()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000;
+
+    fn account(n: i64) -> Account {
+        Account {
+            email: format!("user{n}@example.com"),
+            password: format!("pw{n}"),
+            app_id: format!("app_{n}"),
+            cabinet_user_id: 100 + n,
+        }
+    }
+
+    fn state(limits: Limits) -> State {
+        State::new(limits, vec![account(1), account(2)])
+    }
+
+    fn make(s: &mut State, n: i64, now: i64) -> Result<Issued, MakeRefusal> {
+        s.make(
+            &format!("user{n}@example.com"),
+            &format!("pw{n}"),
+            &format!("app_{n}"),
+            now,
+        )
+    }
+
+    #[test]
+    fn make_checks_all_three_credentials() {
+        let mut s = state(Limits::default());
+        let pair = make(&mut s, 2, T0).ok();
+        assert_eq!(pair.as_ref().map(|p| p.cabinet_user_id), Some(102));
+        assert_eq!(pair.as_ref().map(|p| p.access_end), Some(T0 + DAY));
+        assert_eq!(pair.as_ref().map(|p| p.refresh_end), Some(T0 + 14 * DAY));
+        for (e, p, a) in [
+            ("user1@example.com", "pw2", "app_1"),
+            ("user1@example.com", "pw1", "app_2"),
+            ("user2@example.com", "pw1", "app_1"),
+            ("", "", ""),
+        ] {
+            assert_eq!(s.make(e, p, a, T0), Err(MakeRefusal::WrongCredentials));
+        }
+        assert_eq!((s.counters.makes, s.counters.makes_rejected), (1, 4));
+    }
+
+    #[test]
+    fn access_lives_until_its_end_time() {
+        let mut s = state(Limits::default());
+        let Ok(p) = make(&mut s, 1, T0) else {
+            panic!("make failed")
+        };
+        assert_eq!(s.authorize(&p.access, T0 + DAY - 1), Ok(101));
+        assert_eq!(s.check(&p.access, T0 + DAY - 1), Ok(101));
+        assert_eq!(s.authorize(&p.access, T0 + DAY), Err(InvalidToken));
+        assert_eq!(s.check(&p.access, T0 + DAY), Err(InvalidToken));
+        assert_eq!(s.authorize(&p.refresh, T0), Err(InvalidToken));
+        assert_eq!(s.authorize("nonsense", T0), Err(InvalidToken));
+        assert_eq!(s.counters.checks, 2);
+        assert_eq!(s.counters.invalid_token_replies, 4);
+    }
+
+    #[test]
+    fn strict_rotation_kills_the_used_pair() {
+        let mut s = state(Limits::default());
+        let Ok(old) = make(&mut s, 1, T0) else {
+            panic!("make failed")
+        };
+        let Ok(new) = s.refresh(&old.refresh, T0 + 10) else {
+            panic!("refresh failed")
+        };
+        assert_eq!(new.access_end, T0 + 10 + DAY);
+        assert_eq!(new.cabinet_user_id, 101);
+        assert_ne!(new.access, old.access);
+        assert_ne!(new.refresh, old.refresh);
+        assert_eq!(s.refresh(&old.refresh, T0 + 11), Err(InvalidToken));
+        assert_eq!(s.authorize(&old.access, T0 + 11), Err(InvalidToken));
+        assert_eq!(s.authorize(&new.access, T0 + 11), Ok(101));
+        assert!(s.refresh(&new.refresh, T0 + 12).is_ok());
+        assert_eq!(
+            (s.counters.refreshes, s.counters.refreshes_rejected),
+            (2, 1)
+        );
+    }
+
+    #[test]
+    fn lenient_rotation_keeps_the_old_pair_until_its_end() {
+        let mut s = state(Limits {
+            rotation: Rotation::Lenient,
+            ..Limits::default()
+        });
+        let Ok(old) = make(&mut s, 1, T0) else {
+            panic!("make failed")
+        };
+        assert!(s.refresh(&old.refresh, T0 + 1).is_ok());
+        assert!(s.refresh(&old.refresh, T0 + 2).is_ok());
+        assert_eq!(s.authorize(&old.access, T0 + 2), Ok(101));
+        assert_eq!(s.refresh(&old.refresh, T0 + 14 * DAY), Err(InvalidToken));
+    }
+
+    #[test]
+    fn refresh_tokens_expire_and_unknown_ones_are_refused() {
+        let mut s = state(Limits::default());
+        let Ok(p) = make(&mut s, 1, T0) else {
+            panic!("make failed")
+        };
+        assert_eq!(s.refresh("", T0), Err(InvalidToken));
+        assert_eq!(s.refresh(&p.access, T0), Err(InvalidToken));
+        assert_eq!(s.refresh(&p.refresh, T0 + 14 * DAY), Err(InvalidToken));
+        let Ok(q) = make(&mut s, 1, T0) else {
+            panic!("make failed")
+        };
+        assert!(s.refresh(&q.refresh, T0 + 14 * DAY - 1).is_ok());
+    }
+
+    #[test]
+    fn quota_is_a_rolling_day_per_email_and_app() {
+        let mut s = state(Limits {
+            make_limit: 3,
+            ..Limits::default()
+        });
+        for i in 0..3 {
+            assert!(make(&mut s, 1, T0 + i * 1000).is_ok());
+        }
+        assert_eq!(make(&mut s, 1, T0 + 5000).err(), Some(MakeRefusal::Quota));
+        // Another account has its own quota.
+        assert!(make(&mut s, 2, T0 + 5000).is_ok());
+        // Wrong credentials never count toward anything.
+        assert_eq!(
+            s.make("user1@example.com", "bad", "app_1", T0),
+            Err(MakeRefusal::WrongCredentials)
+        );
+        // The first make leaves the window 24 h after it happened, not at midnight.
+        assert_eq!(
+            make(&mut s, 1, T0 + DAY - 1).err(),
+            Some(MakeRefusal::Quota)
+        );
+        assert!(make(&mut s, 1, T0 + DAY).is_ok());
+        assert_eq!(make(&mut s, 1, T0 + DAY).err(), Some(MakeRefusal::Quota));
+        assert_eq!(s.makes_in_window("user1@example.com", "app_1", T0 + DAY), 3);
+        assert_eq!((s.counters.makes, s.counters.makes_rejected), (5, 4));
+    }
+
+    #[test]
+    fn revocation() {
+        let mut s = state(Limits::default());
+        let (Ok(a), Ok(b)) = (make(&mut s, 1, T0), make(&mut s, 2, T0)) else {
+            panic!("make failed")
+        };
+        s.revoke_access_tokens();
+        assert_eq!(s.authorize(&a.access, T0), Err(InvalidToken));
+        assert_eq!(s.authorize(&b.access, T0), Err(InvalidToken));
+        let Ok(c) = s.refresh(&a.refresh, T0) else {
+            panic!("refresh failed")
+        };
+        assert_eq!(s.authorize(&c.access, T0), Ok(101));
+        s.revoke_all();
+        assert_eq!(s.authorize(&c.access, T0), Err(InvalidToken));
+        assert_eq!(s.refresh(&c.refresh, T0), Err(InvalidToken));
+        assert_eq!(s.refresh(&b.refresh, T0), Err(InvalidToken));
+    }
+
+    #[test]
+    fn make_may_revoke_older_pairs_of_the_account() {
+        let mut s = state(Limits {
+            make_revokes_older: true,
+            ..Limits::default()
+        });
+        let (Ok(a), Ok(other)) = (make(&mut s, 1, T0), make(&mut s, 2, T0)) else {
+            panic!("make failed")
+        };
+        let Ok(b) = make(&mut s, 1, T0) else {
+            panic!("make failed")
+        };
+        assert_eq!(s.authorize(&a.access, T0), Err(InvalidToken));
+        assert_eq!(s.refresh(&a.refresh, T0), Err(InvalidToken));
+        assert_eq!(s.authorize(&b.access, T0), Ok(101));
+        assert_eq!(s.authorize(&other.access, T0), Ok(102));
+    }
+
+    #[test]
+    fn callbacks_are_kept_per_license_and_messenger() {
+        let mut s = state(Limits::default());
+        s.set_callback("1", "telegram", "https://a");
+        s.set_callback("1", "grWhatsApp", "https://b");
+        s.set_callback("1", "telegram", "https://c");
+        let all: Vec<_> = s.callbacks().collect();
+        assert_eq!(
+            all,
+            [
+                ("1", "grWhatsApp", "https://b"),
+                ("1", "telegram", "https://c")
+            ]
+        );
+        assert!(s.remove_callback("1", "telegram"));
+        assert!(!s.remove_callback("1", "telegram"));
+        assert_eq!(s.callbacks().count(), 1);
+    }
+}

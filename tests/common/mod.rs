@@ -1,0 +1,187 @@
+//! Helpers shared by the durable stores' tests: records, and child processes (this same test
+//! binary, re-run with an environment variable) that hold a store's lock or update it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chatapp_session::store::{StoreKey, StoredRecord, TokenStore};
+use chatapp_session::{AccessToken, RefreshToken, TokenPair};
+
+/// Tells a re-run test binary which child role to play.
+const ROLE_ENV: &str = "CHATAPP_STORE_TEST_CHILD";
+const PATH_ENV: &str = "CHATAPP_STORE_TEST_PATH";
+const KEY_ENV: &str = "CHATAPP_STORE_TEST_KEY";
+/// What a child prints once it holds the lock.
+const LOCKED: &str = "child-holds-the-lock";
+/// The ledger entry a `hold` child saves just before it releases the lock.
+pub const HOLDER_MARK: i64 = 4242;
+/// How long a `hold` child keeps the lock.
+pub const HOLD: Duration = Duration::from_millis(1000);
+/// Increments per `increment` child.
+pub const INCREMENTS: i64 = 100;
+
+/// A record whose tokens contain `SECRET`, to check that no error ever quotes one.
+pub fn secret_record(n: i64) -> StoredRecord {
+    StoredRecord {
+        pair: Some(TokenPair {
+            access: AccessToken::new(format!("access-SECRET-{n}")),
+            access_expires_at: 1_700_000_000 + n,
+            refresh: RefreshToken::new(format!("refresh-SECRET-{n}")),
+            refresh_expires_at: 1_701_000_000 + n,
+            cabinet_user_id: n,
+        }),
+        makes: vec![n],
+    }
+}
+
+/// In a child (the role variable set), plays the role and exits; otherwise returns at once.
+/// Called by each test binary's `child_process` test.
+pub fn run_child_if_asked<S: TokenStore>(open: impl Fn(&Path) -> S) {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
+    let path = PathBuf::from(std::env::var_os(PATH_ENV).unwrap_or_default());
+    let key = StoreKey::new(std::env::var(KEY_ENV).unwrap_or_default());
+    let store = open(&path);
+    match role.split_once(':').unwrap_or((role.as_str(), "")) {
+        ("hold", _) => {
+            let mut guard = store.lock(&key).unwrap();
+            println!("{LOCKED}");
+            thread::sleep(HOLD);
+            let mut record = guard.load().unwrap().unwrap_or_default();
+            record.makes.push(HOLDER_MARK);
+            guard.save(&record).unwrap();
+        }
+        ("hold-forever", _) => {
+            let _guard = store.lock(&key).unwrap();
+            println!("{LOCKED}");
+            thread::sleep(Duration::from_secs(120));
+        }
+        ("increment", id) => {
+            let id: i64 = id.parse().unwrap();
+            for i in 0..INCREMENTS {
+                let mut guard = store.lock(&key).unwrap();
+                let mut record = guard.load().unwrap().unwrap_or_default();
+                record.makes.push(id * 1000 + i);
+                guard.save(&record).unwrap();
+            }
+        }
+        (other, _) => panic!("unknown child role {other}"),
+    }
+}
+
+/// Starts this test binary again as a child playing `role` on the store at `path`.
+pub fn spawn_child(role: &str, path: &Path, key: &StoreKey) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_ENV, role)
+        .env(PATH_ENV, path)
+        .env(KEY_ENV, key.as_str())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `child` says it holds the lock.
+pub fn wait_until_locked(child: &mut Child) {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains(LOCKED) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the child never took the lock");
+}
+
+/// A child holds the lock for [`HOLD`] and saves just before releasing it: this process's
+/// `lock()` must not return before then.
+pub fn lock_waits_for_other_process<S: TokenStore>(store: &S, path: &Path) {
+    let key = StoreKey::new("cross-process hold");
+    store.save(&key, &secret_record(1)).unwrap();
+    let mut child = spawn_child("hold", path, &key);
+    wait_until_locked(&mut child);
+    let asked = Instant::now();
+    let mut guard = store.lock(&key).unwrap();
+    let waited = asked.elapsed();
+    let seen = guard.load().unwrap().unwrap();
+    drop(guard);
+    assert!(child.wait().unwrap().success(), "the child failed");
+    assert_eq!(
+        seen.makes,
+        vec![1, HOLDER_MARK],
+        "lock() returned before the child saved and released (after {waited:?})"
+    );
+    assert!(
+        waited >= HOLD / 2,
+        "lock() returned after {waited:?}, while the child held it for {HOLD:?}"
+    );
+}
+
+/// A child is killed (SIGKILL on Unix) while it holds the lock: the lock is released. `open`
+/// opens another handle on the store (used in a thread that may stay blocked).
+pub fn killed_child_releases_lock<S: TokenStore + 'static>(open: fn(&Path) -> S, path: &Path) {
+    let key = StoreKey::new("cross-process kill");
+    let mut child = spawn_child("hold-forever", path, &key);
+    wait_until_locked(&mut child);
+
+    let (tx, rx) = mpsc::channel();
+    let owned = path.to_owned();
+    let key2 = key.clone();
+    thread::spawn(move || {
+        let store = open(&owned);
+        let result = store.lock(&key2).map(drop).map_err(|e| e.to_string());
+        let _ = tx.send(result);
+    });
+    assert!(
+        matches!(
+            rx.recv_timeout(Duration::from_millis(500)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ),
+        "lock() did not wait for the child holding the lock"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("lock() failed after the holder was killed: {e}"),
+        Err(_) => panic!("the lock of a killed process was not released"),
+    }
+}
+
+/// Two child processes append [`INCREMENTS`] ledger entries each, every one a locked
+/// read-modify-write: none may be lost.
+pub fn two_processes_increment<S: TokenStore>(store: &S, path: &Path) {
+    let key = StoreKey::new("cross-process increments");
+    let children: Vec<Child> = (1..=2)
+        .map(|id| spawn_child(&format!("increment:{id}"), path, &key))
+        .collect();
+    for mut child in children {
+        assert!(
+            child.wait().unwrap().success(),
+            "an incrementing child failed"
+        );
+    }
+    let mut makes = store.load(&key).unwrap().unwrap().makes;
+    assert_eq!(makes.len(), 2 * INCREMENTS as usize, "lost updates");
+    makes.sort_unstable();
+    let expected: Vec<i64> = (1..=2)
+        .flat_map(|id| (0..INCREMENTS).map(move |i| id * 1000 + i))
+        .collect();
+    assert_eq!(makes, expected);
+}

@@ -1,0 +1,179 @@
+//! One refresh across processes: real separate processes (this test binary re-run as a child)
+//! share a durable store and all find the access token dead at once; the strict-rotation
+//! FakeChatApp must see exactly one refresh, no rejected refresh and no make.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use chatapp_session::store::TokenStore;
+use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
+use chatapp_session::{Credentials, Session};
+
+const CHILD: &str = "CHATAPP_MP_CHILD";
+const STORE: &str = "CHATAPP_MP_STORE";
+const BASE: &str = "CHATAPP_MP_BASE";
+const GO: &str = "CHATAPP_MP_GO";
+const PROCESSES: usize = 8;
+const THREADS: usize = 4;
+
+/// Opens a store from a spec (`file:PATH`, `sqlite:PATH`, `keyring:SERVICE`).
+fn open_store(spec: &str) -> Box<dyn TokenStore> {
+    let (kind, arg) = spec.split_once(':').unwrap();
+    match kind {
+        "file" => Box::new(chatapp_session::store::FileStore::new(arg)),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Box::new(chatapp_session::store::SqliteStore::open(arg).unwrap()),
+        #[cfg(feature = "keyring")]
+        "keyring" => Box::new(chatapp_session::store::KeyringStore::new(arg)),
+        other => panic!("store {other} not built in"),
+    }
+}
+
+fn session(spec: &str, base_url: &str) -> Session {
+    Session::builder()
+        .credentials(Credentials::new(
+            DEFAULT_EMAIL,
+            DEFAULT_PASSWORD,
+            DEFAULT_APP_ID,
+        ))
+        .store(open_store(spec))
+        .base_url(base_url)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The child: waits for the go file, then 4 threads call at once; prints one line per result.
+#[test]
+fn child_process() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let spec = std::env::var(STORE).unwrap();
+    let base = std::env::var(BASE).unwrap();
+    let go = std::env::var(GO).unwrap();
+    let session = session(&spec, &base);
+    // Load the stored pair now: every thread then starts with the dead access token.
+    session.access_token().unwrap();
+    println!("ready");
+    while !Path::new(&go).exists() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (session, barrier) = (session.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                session.request("GET", "/v1/licenses", None)
+            })
+        })
+        .collect();
+    for h in handles {
+        match h.join().unwrap() {
+            Ok(_) => println!("result ok"),
+            Err(e) => println!("result error {e}"),
+        }
+    }
+}
+
+/// Runs the crowd on `spec` and checks the server's counters.
+fn crowd_refreshes_once(spec: &str) {
+    let server = FakeChatApp::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    // One make, saved to the shared store; then the server kills every access token.
+    session(spec, &server.base_url()).access_token().unwrap();
+    server.revoke_access_tokens();
+    server.reset_counters();
+
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "child_process",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD, "1")
+                .env(STORE, spec)
+                .env(BASE, server.base_url())
+                .env(GO, &go)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Wait until every child has built its session, then let them all go at once.
+    let mut readers: Vec<_> = children
+        .iter_mut()
+        .map(|c| BufReader::new(c.stdout.take().unwrap()))
+        .collect();
+    for reader in &mut readers {
+        let mut line = String::new();
+        while !line.contains("ready") {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "child died before ready"
+            );
+        }
+    }
+    std::fs::write(&go, b"go").unwrap();
+    let mut results = Vec::new();
+    for (child, reader) in children.iter_mut().zip(readers) {
+        for line in reader.lines() {
+            let line = line.unwrap();
+            if let Some(result) = line.strip_prefix("result ") {
+                results.push(result.to_owned());
+            }
+        }
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(results.len(), PROCESSES * THREADS, "{results:?}");
+    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
+    let c = server.counters();
+    assert_eq!(
+        (c.refreshes, c.refreshes_rejected, c.makes),
+        (1, 0, 0),
+        "{spec}: {c:?}"
+    );
+    assert_eq!(c.invalid_token_replies as usize, PROCESSES * THREADS);
+}
+
+#[test]
+fn eight_processes_on_a_file_store_refresh_once() {
+    let dir = tempfile::tempdir().unwrap();
+    crowd_refreshes_once(&format!("file:{}", dir.path().join("s.json").display()));
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn eight_processes_on_a_sqlite_store_refresh_once() {
+    let dir = tempfile::tempdir().unwrap();
+    crowd_refreshes_once(&format!("sqlite:{}", dir.path().join("s.db").display()));
+}
+
+#[cfg(feature = "keyring")]
+#[test]
+fn eight_processes_on_a_keyring_store_refresh_once() {
+    if std::env::var_os("CHATAPP_SKIP_KEYRING_TESTS").is_some() {
+        eprintln!("CHATAPP_SKIP_KEYRING_TESTS is set: skipped");
+        return;
+    }
+    let service = format!(
+        "chatapp-session-mp-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    crowd_refreshes_once(&format!("keyring:{service}"));
+}
