@@ -1,0 +1,115 @@
+//! Store costs: `load` and `save` (lock, write, durable) for each store built in, and the cold
+//! start of an application: a new `Session` on a `FileStore` that holds a far-future pair, up
+//! to its first usable token, with no network call.
+//!
+//! `cargo bench --all-features --bench stores` (the keyring needs a session bus: run it
+//! under `.ci/keyring-env`). A store whose feature is off, or whose service is absent, is
+//! skipped with a note.
+
+mod common;
+
+use std::path::Path;
+
+use chatapp_session::store::{MemoryStore, StoreKey, StoredRecord, TokenStore};
+use chatapp_session::{AccessToken, RefreshToken, Session, TokenPair};
+use common::{batch, interleave, measure, print_header, print_row, Row};
+
+/// A far-future end time (2096): the stored pair stays usable for the whole run.
+const FAR_FUTURE: i64 = 4_000_000_000;
+const ROUNDS: usize = 31;
+/// A closed loopback port: a session that tried the network would fail, not pass unnoticed.
+const NO_SERVER: &str = "http://127.0.0.1:9";
+
+/// A record with a far-future pair; `n` varies its ledger.
+fn record(n: i64) -> StoredRecord {
+    StoredRecord {
+        pair: Some(TokenPair {
+            access: AccessToken::new("a".repeat(64)),
+            access_expires_at: FAR_FUTURE,
+            refresh: RefreshToken::new("r".repeat(64)),
+            refresh_expires_at: FAR_FUTURE,
+            cabinet_user_id: 14545,
+        }),
+        makes: vec![1_750_000_000 + n],
+    }
+}
+
+/// Rows for `load` and `save` of `store`, `iters` calls per batch. Saves alternate between
+/// two records, so that every save changes what is stored (SQLite skips writing a row that
+/// is unchanged, and so would not touch the disk).
+fn load_and_save(name: &str, store: &dyn TokenStore, iters: u64) {
+    let key = StoreKey::new("bench");
+    let records = [record(0), record(1)];
+    store.save(&key, &records[0]).unwrap();
+    assert_eq!(store.load(&key).unwrap().as_ref(), Some(&records[0]));
+    let load = measure(ROUNDS, || batch(iters, || store.load(&key).unwrap()));
+    let mut n = 0;
+    let save = measure(ROUNDS, || {
+        batch(iters, || {
+            n += 1;
+            store.save(&key, &records[n % 2]).unwrap()
+        })
+    });
+    assert_eq!(store.load(&key).unwrap().as_ref(), Some(&records[n % 2]));
+    for (op, ns) in [("load", load), ("save", save)] {
+        print_row(&Row {
+            name: format!("{name} {op}"),
+            candidate_ns: ns,
+            floor_ns: None,
+            goal: None,
+        });
+    }
+}
+
+/// A new session on the file at `path` and its first token: a cold start.
+fn cold_start(path: &Path) -> AccessToken {
+    let session = Session::builder()
+        .store(chatapp_session::store::FileStore::new(path))
+        .store_key("bench")
+        .base_url(NO_SERVER)
+        .build()
+        .unwrap();
+    session.access_token().unwrap()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    print_header("stores: load and save (save = lock + write + durable)");
+    load_and_save("memory", &MemoryStore::new(), 10_000);
+
+    let file_path = dir.path().join("store").join("session.json");
+    let file = chatapp_session::store::FileStore::new(&file_path);
+    load_and_save("file (fsync)", &file, 10);
+
+    #[cfg(feature = "sqlite")]
+    {
+        let sqlite = chatapp_session::store::SqliteStore::open(dir.path().join("session.db"))
+            .expect("open the SQLite store");
+        load_and_save("sqlite", &sqlite, 10);
+    }
+    #[cfg(not(feature = "sqlite"))]
+    println!("note: sqlite skipped: the `sqlite` feature is off");
+
+    println!("note: keyring skipped: KeyringStore is not in this build");
+
+    print_header("cold start: new Session on a FileStore with a far-future pair -> access_token()");
+    // The file store above holds the pair under "bench"; the floor is reading it once.
+    let key = StoreKey::new("bench");
+    let (c, f) = interleave(
+        ROUNDS * 3,
+        || batch(10, || cold_start(&file_path)),
+        || {
+            batch(10, || {
+                chatapp_session::store::FileStore::new(&file_path)
+                    .load(&key)
+                    .unwrap()
+            })
+        },
+    );
+    print_row(&Row {
+        name: "cold start vs one FileStore load".into(),
+        candidate_ns: c,
+        floor_ns: Some(f),
+        goal: None,
+    });
+}
