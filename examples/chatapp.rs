@@ -211,9 +211,10 @@ fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
             need_arg("a SERVICE")?;
             Ok(Box::new(chatapp_session::store::KeyringStore::new(arg)))
         }
-        "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(
-            "store {kind}: this build lacks the `{kind}` cargo feature"
-        ))),
+        // A guard, not a pattern: with a store's feature on, its arm above takes its name.
+        missing if matches!(missing, "sqlite" | "keyring" | "postgres") => Err(Failure::usage(
+            format!("store {missing}: this build lacks the `{missing}` cargo feature"),
+        )),
         other => Err(Failure::usage(format!(
             "unknown store {other:?} (memory | file:PATH | sqlite:PATH | keyring:SERVICE | postgres:CONNINFO)"
         ))),
