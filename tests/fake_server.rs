@@ -934,3 +934,20 @@ fn fault_huge_is_streamed_with_and_without_a_length() {
     let (access, _) = tokens(&client.make(&fake));
     assert_eq!(client.licenses(&access).status, 200);
 }
+
+#[test]
+fn open_connections_counts_clients_until_they_are_served_and_gone() {
+    let fake = FakeChatApp::start().unwrap();
+    assert_eq!(fake.open_connections(), 0);
+    let stream = TcpStream::connect(("127.0.0.1", fake.port())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.open_connections() != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(fake.open_connections(), 1);
+    drop(stream);
+    while fake.open_connections() != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(fake.open_connections(), 0);
+}

@@ -129,6 +129,14 @@ impl FakeChatApp {
         self.shared.state.lock().counters
     }
 
+    /// How many client connections are open now. Each is served to its end before it is
+    /// let go: once a client has died (or dropped its connections) and this is zero, every
+    /// request it sent has been handled and counted, so a test can wait for zero before it
+    /// reads the [`Counters`] of a client it killed.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections()
+    }
+
     /// Sets every counter back to zero. The quota's record of past makes is kept.
     pub fn reset_counters(&self) {
         self.shared.state.lock().counters = Counters::default();
