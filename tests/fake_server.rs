@@ -951,3 +951,23 @@ fn open_connections_counts_clients_until_they_are_served_and_gone() {
     }
     assert_eq!(fake.open_connections(), 0);
 }
+
+#[test]
+fn the_builders_debug_shows_no_password() {
+    let builder = FakeChatApp::builder().account("a@b.c", "pw-SECRET-1", "app_1");
+    let text = format!("{builder:?} {builder:#?}");
+    assert!(!text.contains("SECRET"), "{text}");
+    assert!(
+        text.contains("a@b.c") && text.contains("[redacted]"),
+        "{text}"
+    );
+    // The account still works.
+    let fake = builder.start().unwrap();
+    assert_eq!(fake.credentials().password().expose_secret(), "pw-SECRET-1");
+    let transport = chatapp_session::transport::UreqTransport::new(
+        chatapp_session::transport::TransportConfig::new(fake.base_url()),
+    )
+    .unwrap();
+    use chatapp_session::transport::Transport;
+    assert!(transport.make(&fake.credentials()).is_ok());
+}

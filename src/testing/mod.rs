@@ -205,7 +205,8 @@ impl fmt::Debug for FakeChatApp {
 #[derive(Debug, Default)]
 #[must_use = "a builder does nothing until .start()"]
 pub struct FakeChatAppBuilder {
-    accounts: Vec<(String, String, String)>,
+    /// Kept as [`Credentials`], so that `Debug` never shows a password.
+    accounts: Vec<Credentials>,
     access_lifetime: Option<i64>,
     refresh_lifetime: Option<i64>,
     rotation: Option<Rotation>,
@@ -227,7 +228,7 @@ impl FakeChatAppBuilder {
         app_id: impl Into<String>,
     ) -> Self {
         self.accounts
-            .push((email.into(), password.into(), app_id.into()));
+            .push(Credentials::new(email, password, app_id));
         self
     }
 
@@ -301,19 +302,19 @@ impl FakeChatAppBuilder {
         };
         let mut given = self.accounts;
         if given.is_empty() {
-            given.push((
-                DEFAULT_EMAIL.to_owned(),
-                DEFAULT_PASSWORD.to_owned(),
-                DEFAULT_APP_ID.to_owned(),
+            given.push(Credentials::new(
+                DEFAULT_EMAIL,
+                DEFAULT_PASSWORD,
+                DEFAULT_APP_ID,
             ));
         }
         let accounts: Vec<Account> = given
             .into_iter()
             .zip(FIRST_CABINET_USER_ID..)
-            .map(|((email, password, app_id), cabinet_user_id)| Account {
-                email,
-                password,
-                app_id,
+            .map(|(given, cabinet_user_id)| Account {
+                email: given.email().to_owned(),
+                password: given.password().expose_secret().to_owned(),
+                app_id: given.app_id().to_owned(),
                 cabinet_user_id,
             })
             .collect();
