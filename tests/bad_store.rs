@@ -7,9 +7,8 @@
 mod support;
 
 use std::fs;
-use std::path::Path;
 
-use chatapp_session::store::{encode_record, FileStore};
+use chatapp_session::store::FileStore;
 use chatapp_session::testing::FakeChatApp;
 
 use support::{cli_key, seed_pair, write_private, Cli};
@@ -163,7 +162,8 @@ fn a_store_file_others_can_read_is_refused() {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
-    use chatapp_session::store::{SqliteStore, StoredRecord};
+    use chatapp_session::store::{encode_record, SqliteStore, StoredRecord};
+    use std::path::Path;
 
     fn row(path: &Path, key: &str) -> String {
         rusqlite::Connection::open(path)

@@ -398,8 +398,8 @@ fn cli_lost_refresh_reply_says_so_and_the_next_call_recovers_with_one_make() {
 fn peak_kib(file: &std::path::Path) -> u64 {
     let text = std::fs::read_to_string(file).unwrap();
     text.lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.trim().parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no peak memory in {text:?}"))
 }
 

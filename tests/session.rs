@@ -11,6 +11,9 @@ use chatapp_session::{Credentials, Error, Session, TokenPair};
 
 const DAY: i64 = 86_400;
 
+/// A fault to inject, and whether an error is the one it must give.
+type FaultCase = (Fault, fn(&Error) -> bool);
+
 fn server() -> FakeChatApp {
     match FakeChatApp::start() {
         Ok(s) => s,
@@ -370,7 +373,7 @@ fn a_failed_save_keeps_the_old_pair_and_uses_nothing_new() {
 
 #[test]
 fn server_faults_on_refresh_are_typed_and_keep_the_stored_pair() {
-    let faults: Vec<(Fault, fn(&Error) -> bool)> = vec![
+    let faults: Vec<FaultCase> = vec![
         (
             Fault::ServerError(500),
             |e| matches!(e, Error::Server(a) if a.status == 500),
@@ -468,7 +471,7 @@ fn faults_on_ordinary_calls_are_typed_and_spend_no_auth_call() {
         .build()
         .unwrap();
     session.access_token().unwrap();
-    let cases: Vec<(Fault, fn(&Error) -> bool)> = vec![
+    let cases: Vec<FaultCase> = vec![
         (Fault::ServerError(500), |e| matches!(e, Error::Server(_))),
         (Fault::MalformedJson, |e| {
             matches!(e, Error::Protocol { status: 200, .. })
