@@ -15,6 +15,8 @@ pub mod conformance;
 mod file;
 #[cfg(any(feature = "file", feature = "sqlite"))]
 mod fs;
+#[cfg(feature = "keyring")]
+mod keyring;
 mod memory;
 mod record;
 #[cfg(feature = "sqlite")]
@@ -22,6 +24,8 @@ mod sqlite;
 
 #[cfg(feature = "file")]
 pub use file::FileStore;
+#[cfg(feature = "keyring")]
+pub use keyring::{KeyringBackend, KeyringStore};
 pub use memory::MemoryStore;
 pub use record::{decode_record, encode_record, RECORD_VERSION};
 #[cfg(feature = "sqlite")]
