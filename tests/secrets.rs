@@ -288,6 +288,12 @@ fn debug_and_display_of_every_public_type_and_error_show_no_secret() {
         sqlite.save(&key, &record).unwrap();
         texts.push(format!("{sqlite:?} {sqlite:#?}"));
     }
+    #[cfg(feature = "keyring")]
+    {
+        // Unconnected (a keyring daemon is not needed here): its Debug holds no record at all.
+        let keyring = chatapp_session::store::KeyringStore::new("chatapp-session-secrets-test");
+        texts.push(format!("{keyring:?} {keyring:#?} {:?}", keyring.backend()));
+    }
     assert!(texts.concat().contains("[redacted]"));
 
     // Every error, for real.
