@@ -211,6 +211,14 @@ fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
             need_arg("a SERVICE")?;
             Ok(Box::new(chatapp_session::store::KeyringStore::new(arg)))
         }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            need_arg("a CONNINFO")?;
+            let store = chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?;
+            Ok(Box::new(store))
+        }
+        // The kinds built in are taken by the arms above.
+        #[allow(unreachable_patterns)]
         "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(
             "store {kind}: this build lacks the `{kind}` cargo feature"
         ))),
