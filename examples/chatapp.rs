@@ -217,7 +217,7 @@ fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
             let store = chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?;
             Ok(Box::new(store))
         }
-        // The kinds built in are taken by the arms above.
+        // Reached only for the stores whose feature is off in this build.
         #[allow(unreachable_patterns)]
         "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(
             "store {kind}: this build lacks the `{kind}` cargo feature"
