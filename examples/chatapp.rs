@@ -211,6 +211,12 @@ fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
             need_arg("a SERVICE")?;
             Ok(Box::new(chatapp_session::store::KeyringStore::new(arg)))
         }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            need_arg("a CONNINFO")?;
+            let store = chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?;
+            Ok(Box::new(store))
+        }
         // Reached only for the stores whose feature is off in this build.
         #[allow(unreachable_patterns)]
         "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(

@@ -4,7 +4,7 @@
 //! cross-process [`lock`](TokenStore::lock) under which a session reloads the record, refreshes
 //! and saves the new pair: the single flight of `DESIGN.md`. Backends, each behind its cargo
 //! feature: [`MemoryStore`] (always), `FileStore` (`file`), `SqliteStore` (`sqlite`),
-//! `KeyringStore` (`keyring`).
+//! `KeyringStore` (`keyring`), `PostgresStore` (`postgres`).
 //!
 //! With the `testing` feature, [`conformance`] holds the checks every store passes, ready to
 //! run against a store of your own.
@@ -18,10 +18,14 @@ mod fs;
 #[cfg(feature = "keyring")]
 mod keyring;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresStore;
 #[cfg(feature = "file")]
 pub use file::FileStore;
 #[cfg(feature = "keyring")]
