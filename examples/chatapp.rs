@@ -211,6 +211,14 @@ fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
             need_arg("a SERVICE")?;
             Ok(Box::new(chatapp_session::store::KeyringStore::new(arg)))
         }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            need_arg("a CONNINFO")?;
+            let store = chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?;
+            Ok(Box::new(store))
+        }
+        // Reached only for the stores whose feature is off in this build.
+        #[allow(unreachable_patterns)]
         "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(
             "store {kind}: this build lacks the `{kind}` cargo feature"
         ))),
@@ -293,10 +301,27 @@ fn run(args: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// env_logger from `RUST_LOG` (default `warn`), except that `ureq_proto` never logs at TRACE:
+/// there it writes every byte of every exchange as hex, tokens and password included.
+fn init_logging() {
+    let env = || env_logger::Env::default().default_filter_or("warn");
+    let byte_dumps = log::Metadata::builder()
+        .level(log::Level::Trace)
+        .target("ureq_proto::util")
+        .build();
+    let dumps_bytes = log::Log::enabled(&env_logger::Builder::from_env(env()).build(), &byte_dumps);
+    let mut builder = env_logger::Builder::from_env(env());
+    if dumps_bytes {
+        // Replaces a `ureq_proto` or `ureq_proto::util` directive, and outranks `trace` or `ureq`.
+        builder
+            .filter_module("ureq_proto", log::LevelFilter::Debug)
+            .filter_module("ureq_proto::util", log::LevelFilter::Debug);
+    }
+    builder.target(env_logger::Target::Stderr).init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .target(env_logger::Target::Stderr)
-        .init();
+    init_logging();
     let args: Vec<String> = env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -176,4 +176,33 @@ mod tests {
         assert_ne!(a, AccessToken::new("y".repeat(60)));
         assert_ne!(a, AccessToken::new("x"));
     }
+
+    /// Zeroization on drop cannot be watched without `unsafe` (it would mean reading freed
+    /// memory), which this crate forbids. What is checked instead: every secret type keeps its
+    /// value in one `zeroize::Zeroizing<String>` (whose `Drop` zeroes the bytes) behind an
+    /// `Arc` (so the last clone dropped zeroes it, and clones make no copies). `held_in` only
+    /// compiles while that is the field's exact type; the value and the sharing are checked
+    /// at run time.
+    #[test]
+    fn every_secret_is_held_in_a_zeroizing_string() {
+        fn held_in(secret: &Secret) -> &Arc<Zeroizing<String>> {
+            &secret.0
+        }
+        let access = AccessToken::new("access-value");
+        let refresh = RefreshToken::new("refresh-value");
+        let credentials = Credentials::new("a@b.c", "password-value", "app_1");
+        for (secret, value) in [
+            (&access.0, "access-value"),
+            (&refresh.0, "refresh-value"),
+            (&credentials.password().0, "password-value"),
+        ] {
+            let zeroizing: &Zeroizing<String> = held_in(secret);
+            assert_eq!(zeroizing.as_str(), value);
+        }
+        let copy = access.clone();
+        assert_eq!(Arc::strong_count(held_in(&access.0)), 2);
+        assert!(Arc::ptr_eq(held_in(&access.0), held_in(&copy.0)));
+        drop(copy);
+        assert_eq!(Arc::strong_count(held_in(&access.0)), 1);
+    }
 }

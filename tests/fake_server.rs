@@ -934,3 +934,40 @@ fn fault_huge_is_streamed_with_and_without_a_length() {
     let (access, _) = tokens(&client.make(&fake));
     assert_eq!(client.licenses(&access).status, 200);
 }
+
+#[test]
+fn open_connections_counts_clients_until_they_are_served_and_gone() {
+    let fake = FakeChatApp::start().unwrap();
+    assert_eq!(fake.open_connections(), 0);
+    let stream = TcpStream::connect(("127.0.0.1", fake.port())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.open_connections() != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(fake.open_connections(), 1);
+    drop(stream);
+    while fake.open_connections() != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(fake.open_connections(), 0);
+}
+
+#[test]
+fn the_builders_debug_shows_no_password() {
+    let builder = FakeChatApp::builder().account("a@b.c", "pw-SECRET-1", "app_1");
+    let text = format!("{builder:?} {builder:#?}");
+    assert!(!text.contains("SECRET"), "{text}");
+    assert!(
+        text.contains("a@b.c") && text.contains("[redacted]"),
+        "{text}"
+    );
+    // The account still works.
+    let fake = builder.start().unwrap();
+    assert_eq!(fake.credentials().password().expose_secret(), "pw-SECRET-1");
+    let transport = chatapp_session::transport::UreqTransport::new(
+        chatapp_session::transport::TransportConfig::new(fake.base_url()),
+    )
+    .unwrap();
+    use chatapp_session::transport::Transport;
+    assert!(transport.make(&fake.credentials()).is_ok());
+}

@@ -314,6 +314,38 @@ fn no_temporary_file_is_left_behind() {
 }
 
 #[test]
+fn a_temporary_file_left_by_a_killed_save_is_removed_by_the_next_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = store_in(&dir);
+    let key = StoreKey::new("k");
+    store.save(&key, &secret_record(1)).unwrap();
+    // What a save killed before its rename leaves (tests/crash.rs makes real ones), and
+    // look-alikes that belong to others: another store `store.json.x`, or no such file at all.
+    let orphans = [".store.json.Ab12Cd.tmp", ".store.json.zzzzzz.tmp"];
+    let others = [
+        ".store.json.x.Ab12Cd.tmp",
+        ".store.json.Ab12Cd.tmp.bak",
+        ".store.json.Ab1.tmp",
+        ".store.json.Ab-2Cd.tmp",
+        "store.json.Ab12Cd.tmp",
+        ".other.json.Ab12Cd.tmp",
+    ];
+    for name in orphans.iter().chain(&others) {
+        write_private(&dir.path().join(name), "access-SECRET-half-writ");
+    }
+    fs::create_dir(dir.path().join(".store.json.dir123.tmp")).unwrap();
+    assert_eq!(store.load(&key).unwrap(), Some(secret_record(1)));
+    assert_eq!(listing(dir.path()).len(), 3 + orphans.len() + others.len());
+
+    store.save(&key, &secret_record(2)).unwrap();
+    let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
+    expected.extend([".store.json.dir123.tmp", "store.json", "store.json.lock"].map(String::from));
+    expected.sort();
+    assert_eq!(listing(dir.path()), expected);
+    assert_eq!(store.load(&key).unwrap(), Some(secret_record(2)));
+}
+
+#[test]
 #[cfg(unix)]
 fn a_failed_write_keeps_the_last_good_file_and_leaves_no_temporary_file() {
     use std::os::unix::fs::PermissionsExt;

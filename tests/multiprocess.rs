@@ -144,7 +144,13 @@ fn crowd_refreshes_once(spec: &str) {
         (1, 0, 0),
         "{spec}: {c:?}"
     );
-    assert_eq!(c.invalid_token_replies as usize, PROCESSES * THREADS);
+    // Every process starts with the dead token, so each meets at least one refusal; a thread
+    // that the scheduler starts after its process adopted the fresh pair sends that instead.
+    let refused = c.invalid_token_replies as usize;
+    assert!(
+        (PROCESSES..=PROCESSES * THREADS).contains(&refused),
+        "{spec}: {refused} invalid-token replies: {c:?}"
+    );
 }
 
 #[test]

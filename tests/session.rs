@@ -368,9 +368,12 @@ fn a_failed_save_keeps_the_old_pair_and_uses_nothing_new() {
     assert_eq!(stored_pair(&store, &session), Some(old));
 }
 
+/// Whether an error is the one a fault should give.
+type IsExpected = fn(&Error) -> bool;
+
 #[test]
 fn server_faults_on_refresh_are_typed_and_keep_the_stored_pair() {
-    let faults: Vec<(Fault, fn(&Error) -> bool)> = vec![
+    let faults: Vec<(Fault, IsExpected)> = vec![
         (
             Fault::ServerError(500),
             |e| matches!(e, Error::Server(a) if a.status == 500),
@@ -468,7 +471,7 @@ fn faults_on_ordinary_calls_are_typed_and_spend_no_auth_call() {
         .build()
         .unwrap();
     session.access_token().unwrap();
-    let cases: Vec<(Fault, fn(&Error) -> bool)> = vec![
+    let cases: Vec<(Fault, IsExpected)> = vec![
         (Fault::ServerError(500), |e| matches!(e, Error::Server(_))),
         (Fault::MalformedJson, |e| {
             matches!(e, Error::Protocol { status: 200, .. })

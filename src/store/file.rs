@@ -33,7 +33,8 @@ const FILE_VERSION: u64 = 1;
 /// - Every save rewrites the whole file atomically (a temporary file in the same directory,
 ///   flushed, renamed over the store, then the directory flushed): a reader sees the old file or
 ///   the new one, never a mix, and a crash leaves one of the two. Other keys' entries are kept
-///   as they were.
+///   as they were. A process killed in the middle of a save may also leave its temporary file,
+///   `.<file name>.XXXXXX.tmp` (`0600`), beside the store; the next save removes it.
 /// - A file that cannot be read ([`StoreError::Corrupt`]) or was written by a newer build
 ///   ([`StoreError::UnsupportedVersion`]) is never overwritten: saves are refused until it is
 ///   repaired or removed.
@@ -155,8 +156,12 @@ impl FileStore {
         let mut prefix = std::ffi::OsString::from(".");
         prefix.push(self.path.file_name().unwrap_or_default());
         prefix.push(".");
+        remove_interrupted_saves(dir, &prefix);
         let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".tmp");
+        builder
+            .prefix(&prefix)
+            .rand_bytes(TEMP_RANDOM_CHARS)
+            .suffix(TEMP_SUFFIX);
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
         let mut tmp = builder
@@ -210,6 +215,44 @@ impl StoreLock for FileLock<'_> {
 
     fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
         self.store.save_now(&self.key, record)
+    }
+}
+
+/// Random characters in a temporary file's name, `.<file name>.XXXXXX.tmp`.
+const TEMP_RANDOM_CHARS: usize = 6;
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Removes the temporary files that saves of this store killed before their rename left in
+/// `dir`: `<prefix>` (`.<file name>.`), exactly [`TEMP_RANDOM_CHARS`] letters or digits, then
+/// `.tmp`, and a regular file. Runs under the store's lock, so no save of this store is
+/// writing one now; the name pattern cannot match another store's temporary files (theirs
+/// have a different file name, hence a dot or more characters in that place). Failures are
+/// only logged: a leftover must not stop a save.
+fn remove_interrupted_saves(dir: &Path, prefix: &std::ffi::OsStr) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = prefix.as_encoded_bytes();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let ours = name
+            .as_encoded_bytes()
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX.as_bytes()))
+            .is_some_and(|random| {
+                random.len() == TEMP_RANDOM_CHARS && random.iter().all(u8::is_ascii_alphanumeric)
+            });
+        if !ours || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::info!("removed {}, left by an interrupted save", path.display()),
+            Err(e) => log::warn!(
+                "could not remove {}, left by an interrupted save: {e}",
+                path.display()
+            ),
+        }
     }
 }
 

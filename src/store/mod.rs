@@ -4,7 +4,7 @@
 //! cross-process [`lock`](TokenStore::lock) under which a session reloads the record, refreshes
 //! and saves the new pair: the single flight of `DESIGN.md`. Backends, each behind its cargo
 //! feature: [`MemoryStore`] (always), `FileStore` (`file`), `SqliteStore` (`sqlite`),
-//! `KeyringStore` (`keyring`).
+//! `KeyringStore` (`keyring`), `PostgresStore` (`postgres`).
 //!
 //! With the `testing` feature, [`conformance`] holds the checks every store passes, ready to
 //! run against a store of your own.
@@ -15,19 +15,28 @@ pub mod conformance;
 mod file;
 #[cfg(any(feature = "file", feature = "sqlite"))]
 mod fs;
+#[cfg(feature = "keyring")]
+mod keyring;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresStore;
 #[cfg(feature = "file")]
 pub use file::FileStore;
+#[cfg(feature = "keyring")]
+pub use keyring::{KeyringBackend, KeyringStore};
 pub use memory::MemoryStore;
 pub use record::{decode_record, encode_record, RECORD_VERSION};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::StoreError;
 use crate::token::TokenPair;
@@ -144,32 +153,24 @@ pub trait StoreLock {
     fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError>;
 }
 
-impl<S: TokenStore + ?Sized> TokenStore for std::sync::Arc<S> {
-    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
-        (**self).load(key)
-    }
-    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
-        (**self).lock(key)
-    }
-    fn save(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
-        (**self).save(key, record)
-    }
-    fn clear(&self, key: &StoreKey) -> Result<(), StoreError> {
-        (**self).clear(key)
-    }
+/// Shared and boxed stores are stores: `Arc<FileStore>`, `Box<dyn TokenStore>`, ...
+macro_rules! forward_token_store {
+    ($($pointer:ident),*) => {$(
+        impl<S: TokenStore + ?Sized> TokenStore for $pointer<S> {
+            fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+                (**self).load(key)
+            }
+            fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+                (**self).lock(key)
+            }
+            fn save(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
+                (**self).save(key, record)
+            }
+            fn clear(&self, key: &StoreKey) -> Result<(), StoreError> {
+                (**self).clear(key)
+            }
+        }
+    )*};
 }
 
-impl<S: TokenStore + ?Sized> TokenStore for Box<S> {
-    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
-        (**self).load(key)
-    }
-    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
-        (**self).lock(key)
-    }
-    fn save(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
-        (**self).save(key, record)
-    }
-    fn clear(&self, key: &StoreKey) -> Result<(), StoreError> {
-        (**self).clear(key)
-    }
-}
+forward_token_store!(Arc, Box);

@@ -129,6 +129,14 @@ impl FakeChatApp {
         self.shared.state.lock().counters
     }
 
+    /// How many client connections are open now. Each is served to its end before it is
+    /// let go: once a client has died (or dropped its connections) and this is zero, every
+    /// request it sent has been handled and counted, so a test can wait for zero before it
+    /// reads the [`Counters`] of a client it killed.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections()
+    }
+
     /// Sets every counter back to zero. The quota's record of past makes is kept.
     pub fn reset_counters(&self) {
         self.shared.state.lock().counters = Counters::default();
@@ -197,7 +205,8 @@ impl fmt::Debug for FakeChatApp {
 #[derive(Debug, Default)]
 #[must_use = "a builder does nothing until .start()"]
 pub struct FakeChatAppBuilder {
-    accounts: Vec<(String, String, String)>,
+    /// Kept as [`Credentials`], so that `Debug` never shows a password.
+    accounts: Vec<Credentials>,
     access_lifetime: Option<i64>,
     refresh_lifetime: Option<i64>,
     rotation: Option<Rotation>,
@@ -219,7 +228,7 @@ impl FakeChatAppBuilder {
         app_id: impl Into<String>,
     ) -> Self {
         self.accounts
-            .push((email.into(), password.into(), app_id.into()));
+            .push(Credentials::new(email, password, app_id));
         self
     }
 
@@ -293,19 +302,19 @@ impl FakeChatAppBuilder {
         };
         let mut given = self.accounts;
         if given.is_empty() {
-            given.push((
-                DEFAULT_EMAIL.to_owned(),
-                DEFAULT_PASSWORD.to_owned(),
-                DEFAULT_APP_ID.to_owned(),
+            given.push(Credentials::new(
+                DEFAULT_EMAIL,
+                DEFAULT_PASSWORD,
+                DEFAULT_APP_ID,
             ));
         }
         let accounts: Vec<Account> = given
             .into_iter()
             .zip(FIRST_CABINET_USER_ID..)
-            .map(|((email, password, app_id), cabinet_user_id)| Account {
-                email,
-                password,
-                app_id,
+            .map(|(given, cabinet_user_id)| Account {
+                email: given.email().to_owned(),
+                password: given.password().expose_secret().to_owned(),
+                app_id: given.app_id().to_owned(),
                 cabinet_user_id,
             })
             .collect();

@@ -64,6 +64,11 @@ impl Shared {
         }
     }
 
+    /// How many client connections are open now.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.connections.lock().len()
+    }
+
     /// Waits for a free handling slot; `None` when the server stops first.
     fn acquire(&self) -> Option<Permit<'_>> {
         let mut free = self.permits.lock();

@@ -35,8 +35,21 @@ pub fn parse_envelope(endpoint: Endpoint, status: u16, body: &[u8]) -> Result<Va
     let refused = |code: Option<String>, message: Option<String>| {
         Error::Api(ApiError::new(endpoint, status, code, message))
     };
+    // serde also reads a struct from a JSON array (`[true, ...]`): only an object is an envelope.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let envelope: Envelope = match serde_json::from_slice(body) {
-        Ok(envelope) => envelope,
+        Ok(envelope) if is_object => envelope,
+        Ok(_) if !ok_status => return Err(refused(None, None)),
+        Ok(_) => {
+            return Err(protocol(
+                endpoint,
+                status,
+                format!(
+                    "JSON without the success/data/error envelope ({} bytes)",
+                    body.len()
+                ),
+            ))
+        }
         Err(_) if !ok_status => return Err(refused(None, None)),
         Err(e) if body.is_empty() => {
             return Err(protocol(endpoint, status, format!("an empty body ({e})")))
@@ -163,6 +176,10 @@ mod tests {
             b"{\"data\":1}",
             b"[1]",
             b"{\"success\":\"yes\"}",
+            // Arrays that serde would read as the fields in order.
+            b"[true]",
+            b" [true, [1, 2]]",
+            b"[true, {\"accessToken\": \"x\"}, null]",
         ] {
             match parse_envelope(Endpoint::Make, 200, body) {
                 Err(Error::Protocol {
@@ -173,6 +190,17 @@ mod tests {
                 other => panic!("{body:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_refusal_in_an_array_is_no_envelope() {
+        let body = br#"[false, null, {"code": "ApiInvalidTokenError", "message": "x"}]"#;
+        let a = api(parse_envelope(Endpoint::Request, 401, body));
+        assert_eq!((a.status, a.code, a.message), (401, None, None));
+        // An object with the same content is one.
+        let body = br#" {"success": false, "error": {"code": "ApiInvalidTokenError"}}"#;
+        let a = api(parse_envelope(Endpoint::Request, 401, body));
+        assert_eq!(a.code.as_deref(), Some("ApiInvalidTokenError"));
     }
 
     #[test]

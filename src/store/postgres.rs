@@ -1,0 +1,619 @@
+//! A store in a PostgreSQL database, one row per store key, so that processes on many machines
+//! share one session; a row lock (`SELECT ... FOR UPDATE`) is the single flight across them.
+
+mod conninfo;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::postgres::config::SslMode;
+use ::postgres::error::SqlState;
+use ::postgres::types::Type;
+use ::postgres::{Client, NoTls};
+use parking_lot::{Mutex, MutexGuard};
+use tokio_postgres_rustls::MakeRustlsConnect;
+use zeroize::Zeroizing;
+
+use self::conninfo::Tls;
+use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
+use crate::error::StoreError;
+
+const STORE: &str = "postgres";
+
+/// The schema version this build creates and the newest it reads
+/// (`chatapp_session_schema.version`).
+const SCHEMA_VERSION: i32 = 1;
+
+/// How long [`TokenStore::lock`] waits for another holder by default.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bound on every statement that does not wait for the lock (`statement_timeout`).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a lock may be held idle before the server ends the holder's session and so
+/// releases the lock (`idle_in_transaction_session_timeout`): a safety net for a frozen holder.
+const MAX_IDLE_HOLD: Duration = Duration::from_secs(300);
+
+/// The connect timeout when the connection string sets none.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest timeout PostgreSQL accepts (`i32::MAX` milliseconds, about 24 days).
+const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// The advisory lock that serializes schema creation and migration ("chatapp" in ASCII).
+const SCHEMA_LOCK: i64 = 0x0063_6861_7461_7070;
+
+const SELECT: &str = "SELECT record FROM chatapp_session_tokens WHERE store_key = $1";
+const INSERT_PLACEHOLDER: &str = "INSERT INTO chatapp_session_tokens (store_key, record) \
+     VALUES ($1, '') ON CONFLICT (store_key) DO NOTHING";
+const SELECT_FOR_UPDATE: &str =
+    "SELECT record FROM chatapp_session_tokens WHERE store_key = $1 FOR UPDATE";
+const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, updated_at) \
+     VALUES ($1, $2, clock_timestamp()) \
+     ON CONFLICT (store_key) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at";
+
+/// Keeps records in a PostgreSQL database, so that a fleet of machines shares one ChatApp
+/// session: table `chatapp_session_tokens(store_key TEXT PRIMARY KEY, record TEXT NOT NULL,
+/// updated_at TIMESTAMPTZ NOT NULL DEFAULT now())`, one row per [`StoreKey`] holding the pair
+/// and the make ledger in the form of [`encode_record`]; table
+/// `chatapp_session_schema(version INT NOT NULL)` holds the schema version. Both are created
+/// on first use, in the connection's `search_path`.
+///
+/// - [`lock`](TokenStore::lock) opens a transaction, inserts the key's row if it is missing
+///   and locks it (`SELECT ... FOR UPDATE`): exactly one holder at a time across every process
+///   and machine on the database. The lock's `save` writes the row and commits (durable when
+///   it returns: `synchronous_commit` is turned back on for the connection if the server has
+///   it off); dropping the lock without saving rolls back. A holder that dies, or whose
+///   connection breaks, releases the lock with its connection; a holder idle in its transaction
+///   for 5 minutes is disconnected by the server.
+/// - Waits are bounded: another process's lock is waited for at most the lock timeout (30 s
+///   unless [`with_lock_timeout`](Self::with_lock_timeout) says otherwise; PostgreSQL's
+///   `lock_timeout`), then [`StoreError::LockTimeout`]; another thread of this process holding
+///   the lock is waited for as long. Every other statement is bounded by a 30 s
+///   `statement_timeout`, and connecting by a 10 s `connect_timeout` unless the connection
+///   string sets one.
+/// - [`load`](TokenStore::load) never waits for a lock holder (it reads the last committed
+///   row). The store keeps one connection, and opens a second one for loads made while a lock
+///   is held in this process. A connection found broken is opened again, once per operation;
+///   never under a held lock, which the broken connection has lost.
+/// - A row that cannot be read ([`StoreError::Corrupt`]) or was written by a newer build
+///   ([`StoreError::UnsupportedVersion`]) is never overwritten: saves under its key are refused.
+///   An empty `record` is a row with nothing stored (a lock's placeholder) and loads as `None`.
+/// - TLS: with `sslmode=require`, `verify-ca` or `verify-full` the connection uses TLS
+///   (rustls) and verifies the server's certificate chain *and* name in all three modes,
+///   against the CAs of the PEM file `sslrootcert=PATH`, or the Mozilla roots when it is
+///   missing (or `system`). `disable`, `allow`, `prefer` or no `sslmode` connect without TLS.
+///   Client certificates are not supported.
+/// - `Debug` and every error show the connection string with its password replaced by
+///   `[redacted]`, and never quote a row.
+pub struct PostgresStore {
+    /// Holds the password, if any: never shown.
+    config: ::postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+    /// The connection string, redacted.
+    conninfo: String,
+    /// Where errors say the store is: `postgres:<redacted connection string>`.
+    location: String,
+    lock_timeout: Duration,
+    /// Held by a lock for its whole life; serves loads when no lock holds it.
+    main: Mutex<Option<Client>>,
+    /// Serves loads while a lock holds `main`; opened on first need.
+    reader: Mutex<Option<Client>>,
+}
+
+impl PostgresStore {
+    /// Connects to the database that `conninfo` names and creates or checks the store's
+    /// tables.
+    ///
+    /// `conninfo` is a libpq connection string, either `key=value` pairs
+    /// (`host=db.example port=5432 user=app dbname=app password=... sslmode=verify-full`) or a
+    /// URL (`postgres://app:...@db.example/app?sslmode=verify-full`). Every key that the
+    /// `postgres` crate knows is accepted (`host`, `hostaddr`, `port`, `user`, `password`,
+    /// `dbname`, `options`, `application_name`, `connect_timeout`, `keepalives`,
+    /// `target_session_attrs`, ...), plus `sslmode` and `sslrootcert` as described on
+    /// [`PostgresStore`]. A table in another schema: `options='-c search_path=myschema'`.
+    ///
+    /// # Errors
+    /// - [`StoreError::Backend`] when `conninfo` cannot be read, `sslrootcert` cannot be
+    ///   loaded, the server refuses the login, or the tables cannot be created or read;
+    /// - [`StoreError::Unavailable`] when the server cannot be reached (or the TLS handshake
+    ///   fails);
+    /// - [`StoreError::UnsupportedVersion`] when a newer build created the schema;
+    /// - [`StoreError::Corrupt`] when the schema version is not one any build writes.
+    pub fn connect(conninfo: &str) -> Result<PostgresStore, StoreError> {
+        let info = conninfo::parse(conninfo).map_err(|detail| StoreError::Backend {
+            store: STORE,
+            location: "postgres:(the connection string)".to_owned(),
+            source: detail.into(),
+        })?;
+        let location = format!("postgres:{}", info.redacted);
+        let mut config: ::postgres::Config = info
+            .config_text
+            .parse()
+            .map_err(|e| failure(&location, "read the connection string", &e))?;
+        config.ssl_mode(match info.tls {
+            Tls::Off => SslMode::Disable,
+            Tls::Verify { .. } => SslMode::Require,
+        });
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("chatapp-session");
+        }
+        let tls = tls_connector(&info.tls, &location)?;
+        let store = PostgresStore {
+            config,
+            tls,
+            conninfo: info.redacted,
+            location,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            main: Mutex::new(None),
+            reader: Mutex::new(None),
+        };
+        let mut client = store.open_client()?;
+        migrate(&mut client, &store.location)?;
+        *store.main.lock() = Some(client);
+        Ok(store)
+    }
+
+    /// Sets how long [`lock`](TokenStore::lock) waits for another holder before it fails with
+    /// [`StoreError::LockTimeout`]; between 1 ms and about 24 days (values outside are moved
+    /// to the nearest bound: PostgreSQL reads 0 as "no limit").
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
+        self
+    }
+
+    /// The lock timeout in force.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// The connection string, every password replaced by `[redacted]`.
+    pub fn conninfo(&self) -> &str {
+        &self.conninfo
+    }
+
+    /// Where the record under `key` is, for errors.
+    fn record_location(&self, key: &StoreKey) -> String {
+        format!("{} key {key}", self.location)
+    }
+
+    /// A new connection, set up: statement and idle-in-transaction timeouts, durable commits.
+    fn open_client(&self) -> Result<Client, StoreError> {
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        let mut client = connected.map_err(|e| {
+            if e.as_db_error().is_some() {
+                failure(&self.location, "connect", &e)
+            } else {
+                StoreError::Unavailable {
+                    store: STORE,
+                    hint: format!("cannot connect to {}: {}", self.location, describe(&e)),
+                }
+            }
+        })?;
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = '{}ms'; \
+                 SET idle_in_transaction_session_timeout = '{}ms'; \
+                 SELECT set_config('synchronous_commit', 'on', false) \
+                     WHERE current_setting('synchronous_commit') = 'off'",
+                millis(STATEMENT_TIMEOUT),
+                millis(MAX_IDLE_HOLD)
+            ))
+            .map_err(|e| failure(&self.location, "set up the connection", &e))?;
+        Ok(client)
+    }
+
+    /// Runs `op` on the connection in `slot`, connecting first when there is none or it is
+    /// closed, and once more on a new connection when it breaks during `op`.
+    fn with_client<T>(
+        &self,
+        slot: &mut Option<Client>,
+        mut op: impl FnMut(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut retried = false;
+        loop {
+            if slot.as_ref().is_none_or(Client::is_closed) {
+                *slot = None;
+                *slot = Some(self.open_client()?);
+            }
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
+            match op(client) {
+                Err(e) if !retried && client.is_closed() => {
+                    log::warn!("the connection broke, reconnecting: {e}");
+                    *slot = None;
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The `record` column under `key`, read on `client` (inside its transaction, if any).
+    fn select(
+        &self,
+        client: &mut Client,
+        key: &StoreKey,
+        sql: &str,
+    ) -> Result<Option<Zeroizing<String>>, StoreError> {
+        let row = client
+            .query_typed_opt(sql, &[(&key.as_str(), Type::TEXT)])
+            .map_err(|e| self.lock_error("read the record", &e))?;
+        row.map(|row| {
+            row.try_get::<_, &str>(0)
+                .map(|text| Zeroizing::new(text.to_owned()))
+        })
+        .transpose()
+        .map_err(|e| failure(&self.location, "read the record", &e))
+    }
+
+    /// The record in a `record` column: empty (a placeholder) or absent is `None`.
+    fn decode(
+        &self,
+        key: &StoreKey,
+        raw: Option<Zeroizing<String>>,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        match raw {
+            Some(text) if !text.is_empty() => {
+                decode_record(text.as_bytes(), STORE, &self.record_location(key)).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Opens the lock's transaction on `client`: bounded waits, the row inserted if missing,
+    /// then locked. Returns nothing: the holder reads the row when it needs it.
+    fn begin_on(&self, client: &mut Client, key: &StoreKey) -> Result<(), StoreError> {
+        let lock_ms = millis(self.lock_timeout);
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL lock_timeout = '{lock_ms}ms'; \
+                 SET LOCAL statement_timeout = '{}ms'",
+                lock_ms.saturating_add(millis(STATEMENT_TIMEOUT))
+            ))
+            .map_err(|e| failure(&self.location, "begin the lock's transaction", &e))?;
+        client
+            .execute_typed(INSERT_PLACEHOLDER, &[(&key.as_str(), Type::TEXT)])
+            .map_err(|e| self.lock_error("insert the row to lock", &e))?;
+        self.select(client, key, SELECT_FOR_UPDATE).map(drop)
+    }
+
+    /// A failure, or [`StoreError::LockTimeout`] when it was the lock timeout expiring.
+    fn lock_error(&self, action: &'static str, e: &::postgres::Error) -> StoreError {
+        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            self.lock_timeout_error()
+        } else {
+            failure(&self.location, action, e)
+        }
+    }
+
+    fn lock_timeout_error(&self) -> StoreError {
+        StoreError::LockTimeout {
+            store: STORE,
+            location: self.location.clone(),
+            waited: self.lock_timeout,
+        }
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("conninfo", &self.conninfo)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenStore for PostgresStore {
+    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+        // The main connection when no lock holds it, so that most processes need only one.
+        let mut slot = match self.main.try_lock() {
+            Some(slot) => slot,
+            None => self.reader.lock(),
+        };
+        let raw = self.with_client(&mut slot, |client| self.select(client, key, SELECT))?;
+        drop(slot);
+        self.decode(key, raw)
+    }
+
+    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+        let slot = self
+            .main
+            .try_lock_for(self.lock_timeout)
+            .ok_or_else(|| self.lock_timeout_error())?;
+        let mut guard = PostgresLock {
+            store: self,
+            slot,
+            key: key.clone(),
+            in_transaction: false,
+        };
+        guard.begin()?;
+        Ok(Box::new(guard))
+    }
+}
+
+/// The store's main connection, inside the transaction that holds the row lock until the
+/// record is saved.
+struct PostgresLock<'a> {
+    store: &'a PostgresStore,
+    slot: MutexGuard<'a, Option<Client>>,
+    key: StoreKey,
+    in_transaction: bool,
+}
+
+impl PostgresLock<'_> {
+    /// Takes the row lock (again, after a save).
+    fn begin(&mut self) -> Result<(), StoreError> {
+        let (store, key) = (self.store, &self.key);
+        let result = store.with_client(&mut self.slot, |client| store.begin_on(client, key));
+        self.in_transaction = true;
+        if result.is_err() {
+            self.rollback();
+        }
+        result
+    }
+
+    /// The connection that holds the lock; an error when it broke (and so lost the lock).
+    fn holder(&mut self) -> Result<&mut Client, StoreError> {
+        match self.slot.as_mut() {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => Err(StoreError::Backend {
+                store: STORE,
+                location: self.store.record_location(&self.key),
+                source: "the connection holding the lock was lost; nothing was saved".into(),
+            }),
+        }
+    }
+
+    /// Checks that the row can be replaced, writes it and commits.
+    fn upsert_and_commit(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
+        let store = self.store;
+        let key = self.key.clone();
+        let client = self.holder()?;
+        // Never replace a record that this build cannot read.
+        let current = store.select(client, &key, SELECT)?;
+        store.decode(&key, current)?;
+        let encoded = encode_record(record);
+        client
+            .execute_typed(
+                UPSERT,
+                &[(&key.as_str(), Type::TEXT), (&encoded.as_str(), Type::TEXT)],
+            )
+            .map_err(|e| failure(&store.location, "write the record", &e))?;
+        client
+            .batch_execute("COMMIT")
+            .map_err(|e| failure(&store.location, "commit the record", &e))
+    }
+
+    /// Ends the transaction, if one is open; when that fails, closes the connection, which
+    /// ends it too.
+    fn rollback(&mut self) {
+        if !self.in_transaction {
+            return;
+        }
+        self.in_transaction = false;
+        let failed = match self.slot.as_mut() {
+            Some(client) if !client.is_closed() => client.batch_execute("ROLLBACK").err(),
+            _ => None,
+        };
+        if let Some(e) = failed {
+            log::warn!(
+                "{}: rollback failed ({}); closing the connection",
+                self.store.location,
+                describe(&e)
+            );
+            *self.slot = None;
+        }
+    }
+}
+
+impl StoreLock for PostgresLock<'_> {
+    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        let (store, key) = (self.store, &self.key);
+        let raw = if self.in_transaction {
+            let client = match self.slot.as_mut() {
+                Some(client) if !client.is_closed() => client,
+                _ => {
+                    return Err(StoreError::Backend {
+                        store: STORE,
+                        location: store.record_location(key),
+                        source: "the connection holding the lock was lost".into(),
+                    })
+                }
+            };
+            store.select(client, key, SELECT)?
+        } else {
+            store.with_client(&mut self.slot, |client| store.select(client, key, SELECT))?
+        };
+        store.decode(key, raw)
+    }
+
+    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
+        if !self.in_transaction {
+            // A save after a save: take the lock again for it.
+            self.begin()?;
+        }
+        let result = self.upsert_and_commit(record);
+        if result.is_ok() {
+            self.in_transaction = false;
+        } else {
+            self.rollback();
+        }
+        result
+    }
+}
+
+impl Drop for PostgresLock<'_> {
+    fn drop(&mut self) {
+        self.rollback();
+    }
+}
+
+/// The rustls connector for `tls`, or `None` for a plain connection.
+fn tls_connector(tls: &Tls, location: &str) -> Result<Option<MakeRustlsConnect>, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let Tls::Verify { root_cert } = tls else {
+        return Ok(None);
+    };
+    let tls_error = |detail: String| StoreError::Backend {
+        store: STORE,
+        location: location.to_owned(),
+        source: detail.into(),
+    };
+    let roots = match root_cert {
+        None => rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            let unreadable =
+                |e: &dyn fmt::Display| tls_error(format!("sslrootcert {}: {e}", path.display()));
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+                let cert = cert.map_err(|e| unreadable(&e))?;
+                roots.add(cert).map_err(|e| unreadable(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(unreadable(&"no certificate in the file"));
+            }
+            roots
+        }
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_error(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(MakeRustlsConnect::new(config)))
+}
+
+/// Creates the tables, or checks their version, serialized across processes by an advisory
+/// lock.
+fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
+    let sql = |action: &'static str| move |e: ::postgres::Error| failure(location, action, &e);
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('chatapp_session_schema') IS NOT NULL \
+                 AND to_regclass('chatapp_session_tokens') IS NOT NULL",
+            &[],
+        )
+        .and_then(|row| row.try_get(0))
+        .map_err(sql("look for the tables"))?;
+    if exists
+        && check_schema_version(schema_version(client, location)?, location)? == SCHEMA_VERSION
+    {
+        return Ok(());
+    }
+    let mut tx = client.transaction().map_err(sql("begin the migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .map_err(sql("take the migration lock"))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS chatapp_session_schema (version INT NOT NULL)")
+        .map_err(sql("create the schema table"))?;
+    // Another process may have migrated while this one waited for the lock.
+    let found = check_schema_version(schema_version(&mut tx, location)?, location)?;
+    for from in found..SCHEMA_VERSION {
+        migrate_from(&mut tx, from, location)?;
+    }
+    tx.batch_execute("DELETE FROM chatapp_session_schema")
+        .and_then(|()| {
+            tx.execute(
+                "INSERT INTO chatapp_session_schema (version) VALUES ($1)",
+                &[&SCHEMA_VERSION],
+            )
+        })
+        .map_err(sql("record the schema version"))?;
+    tx.commit().map_err(sql("commit the migration"))
+}
+
+/// The highest version in `chatapp_session_schema` (0 when it is empty).
+fn schema_version(
+    client: &mut impl ::postgres::GenericClient,
+    location: &str,
+) -> Result<i32, StoreError> {
+    client
+        .query_one("SELECT max(version) FROM chatapp_session_schema", &[])
+        .and_then(|row| row.try_get::<_, Option<i32>>(0))
+        .map(Option::unwrap_or_default)
+        .map_err(|e| failure(location, "read the schema version", &e))
+}
+
+/// One migration step, from schema version `from` to `from + 1`.
+fn migrate_from(
+    tx: &mut ::postgres::Transaction<'_>,
+    from: i32,
+    location: &str,
+) -> Result<(), StoreError> {
+    let sql = match from {
+        0 => {
+            "CREATE TABLE IF NOT EXISTS chatapp_session_tokens (
+                 store_key TEXT PRIMARY KEY,
+                 record TEXT NOT NULL,
+                 updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )"
+        }
+        // Later versions: `1 => "ALTER TABLE ..."`, and so on.
+        _ => return Err(unsupported(from, location)),
+    };
+    tx.batch_execute(sql)
+        .map_err(|e| failure(location, "create the table", &e))
+}
+
+/// Passes a schema version this build can read or migrate.
+fn check_schema_version(found: i32, location: &str) -> Result<i32, StoreError> {
+    if found < 0 {
+        Err(StoreError::Corrupt {
+            store: STORE,
+            location: location.to_owned(),
+            detail: format!("a negative schema version ({found})"),
+        })
+    } else if found > SCHEMA_VERSION {
+        Err(unsupported(found, location))
+    } else {
+        Ok(found)
+    }
+}
+
+fn unsupported(found: i32, location: &str) -> StoreError {
+    StoreError::UnsupportedVersion {
+        store: STORE,
+        location: location.to_owned(),
+        found: u64::from(found.unsigned_abs()),
+        supported: u64::from(SCHEMA_VERSION.unsigned_abs()),
+    }
+}
+
+/// A duration in whole milliseconds, at most [`MAX_TIMEOUT`].
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.min(MAX_TIMEOUT).as_millis()).unwrap_or(i32::MAX as u64)
+}
+
+/// A PostgreSQL failure as text: for a server error its SQLSTATE, severity and message, but
+/// not its DETAIL, which may quote a row (tokens included).
+fn describe(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.code().code(), db.severity(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// A failed database operation as a [`StoreError::Backend`] (see [`describe`]).
+fn failure(location: &str, action: &'static str, e: &::postgres::Error) -> StoreError {
+    StoreError::Backend {
+        store: STORE,
+        location: location.to_owned(),
+        source: format!("{action}: {}", describe(e)).into(),
+    }
+}

@@ -1,0 +1,539 @@
+//! Server faults on tokens.make, tokens.refresh and an ordinary call, seen by the library and
+//! by the `chatapp` CLI (a real child process): 500/502 with an HTML body, malformed JSON, a
+//! reply missing `accessToken`, wrong types, a dropped connection, a delay past the timeout,
+//! a 64 MiB reply (with and without `Content-Length`). Each gives a typed error (the CLI: exit
+//! 5 and one short line on stderr), keeps the stored pair, spends no make that the fault did
+//! not cause, and the next call succeeds once the server behaves.
+//!
+//! `tests/session.rs` already covers the library on tokens.refresh and most faults on
+//! ordinary calls; here are tokens.make, the remaining ordinary-call faults, every fault
+//! through the CLI, the lost refresh reply through the CLI, and peak memory on a huge reply.
+
+mod support;
+
+use std::time::Duration;
+
+use chatapp_session::store::{FileStore, TokenStore};
+use chatapp_session::testing::{FakeChatApp, Fault, Route};
+use chatapp_session::{Endpoint, Error, Session};
+
+use support::{cli_key, file_record, seed_pair, wait_until, Cli};
+
+/// The timeout of the exchange that meets a fault (the CLI gets `--timeout 1`).
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a delayed reply waits: past [`TIMEOUT`].
+const DELAY: Duration = Duration::from_millis(2500);
+/// 64 MiB.
+const HUGE: u64 = 64 << 20;
+
+/// Where a fault is injected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum On {
+    Make,
+    Refresh,
+    Request,
+}
+
+impl On {
+    fn route(self) -> Route {
+        match self {
+            On::Make => Route::Make,
+            On::Refresh => Route::Refresh,
+            On::Request => Route::Request,
+        }
+    }
+
+    fn endpoint(self) -> Endpoint {
+        match self {
+            On::Make => Endpoint::Make,
+            On::Refresh => Endpoint::Refresh,
+            On::Request => Endpoint::Request,
+        }
+    }
+
+    /// How the CLI and the errors name the call.
+    fn name(self) -> &'static str {
+        match self {
+            On::Make => "tokens.make",
+            On::Refresh => "tokens.refresh",
+            On::Request => "request",
+        }
+    }
+}
+
+/// Every fault of the matrix.
+fn faults() -> Vec<Fault> {
+    vec![
+        Fault::ServerError(500),
+        Fault::ServerError(502),
+        Fault::MalformedJson,
+        Fault::MissingField("accessToken".into()),
+        Fault::WrongTypes,
+        Fault::DropConnection,
+        Fault::Delay(DELAY),
+        Fault::Huge {
+            bytes: HUGE,
+            declare_length: true,
+        },
+        Fault::Huge {
+            bytes: HUGE,
+            declare_length: false,
+        },
+    ]
+}
+
+/// Whether the fake server does the work despite the fault (issues, rotates, serves): a
+/// spoilt token reply, or a reply that comes after the client gave up.
+fn server_does_the_work(on: On, fault: &Fault) -> bool {
+    match fault {
+        Fault::Delay(_) => true,
+        Fault::MissingField(_) | Fault::WrongTypes => on != On::Request,
+        _ => false,
+    }
+}
+
+/// Whether a failed tokens.make stays in the local ledger. `Inner::make` documents it: the
+/// attempt counts unless the server clearly answered (an error status, a 5xx included),
+/// since a garbled or lost reply may hide a pair the server issued and counted.
+fn make_counted_locally(fault: &Fault) -> bool {
+    !matches!(fault, Fault::ServerError(_))
+}
+
+/// Whether `err` is the typed error `fault` on `on` must give.
+fn is_expected(on: On, fault: &Fault, err: &Error) -> bool {
+    let endpoint = on.endpoint();
+    let protocol = |needle: &str| {
+        matches!(err, Error::Protocol { endpoint: e, status: 200, detail }
+            if *e == endpoint && detail.contains(needle))
+    };
+    match fault {
+        Fault::ServerError(status) => {
+            matches!(err, Error::Server(a) if a.status == *status && a.endpoint == endpoint)
+        }
+        Fault::MalformedJson => protocol("not valid JSON"),
+        Fault::MissingField(_) if on == On::Request => protocol("envelope"),
+        Fault::MissingField(field) => protocol(field),
+        Fault::WrongTypes if on == On::Request => protocol("envelope"),
+        Fault::WrongTypes => protocol("accessTokenEndTime"),
+        Fault::DropConnection if on == On::Refresh => {
+            matches!(err, Error::RefreshReplyLost { source }
+                if matches!(**source, Error::Network { endpoint: Endpoint::Refresh, .. }))
+        }
+        Fault::DropConnection => {
+            matches!(err, Error::Network { endpoint: e, .. } if *e == endpoint)
+        }
+        Fault::Delay(_) if on == On::Refresh => matches!(err, Error::RefreshReplyLost { source }
+                if matches!(**source, Error::Timeout { endpoint: Endpoint::Refresh, .. })),
+        Fault::Delay(_) => matches!(err, Error::Timeout { endpoint: e, .. } if *e == endpoint),
+        Fault::Huge { .. } => protocol("cap"),
+        other => panic!("no expectation for {other:?}"),
+    }
+}
+
+/// What the CLI's error line must say for `fault` on `on` (besides the call's name).
+fn cli_says(on: On, fault: &Fault) -> String {
+    match fault {
+        Fault::ServerError(status) => {
+            format!("server failure: {} answered HTTP {status}", on.name())
+        }
+        Fault::MalformedJson => "not valid JSON".into(),
+        Fault::MissingField(_) | Fault::WrongTypes if on == On::Request => {
+            "without the success/data/error envelope".into()
+        }
+        Fault::MissingField(field) => format!("`{field}` is missing"),
+        Fault::WrongTypes => "`accessTokenEndTime` is missing or not an integer".into(),
+        Fault::DropConnection if on == On::Refresh => "the reply to tokens.refresh was lost".into(),
+        Fault::DropConnection => "network failure".into(),
+        Fault::Delay(_) if on == On::Refresh => "the reply to tokens.refresh was lost".into(),
+        Fault::Delay(_) => "no reply within".into(),
+        Fault::Huge { .. } => "byte cap".into(),
+        other => panic!("no expectation for {other:?}"),
+    }
+}
+
+fn server() -> FakeChatApp {
+    FakeChatApp::start().expect("fake server")
+}
+
+fn session(server: &FakeChatApp, store: &FileStore, timeout: Duration) -> Session {
+    Session::builder()
+        .credentials(server.credentials())
+        .store(store.clone())
+        .base_url(server.base_url())
+        .timeout(timeout)
+        .build()
+        .expect("session")
+}
+
+/// Waits until a delayed request has been served, so that what it did server-side is known.
+fn wait_for_server(server: &FakeChatApp, what: &str, done: impl Fn(&FakeChatApp) -> bool) {
+    assert!(
+        wait_until(DELAY * 4, || done(server)),
+        "{what}: the server never finished the delayed request: {:?}",
+        server.counters()
+    );
+}
+
+#[test]
+fn faults_on_make_are_typed_keep_no_pair_and_the_next_call_makes() {
+    for fault in faults() {
+        let what = format!("tokens.make {fault:?}");
+        let server = server();
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("s.json"));
+        server.inject(Route::Make, fault.clone());
+        let short = session(&server, &store, TIMEOUT);
+        let err = short.request("GET", "/v1/licenses", None).unwrap_err();
+        assert!(is_expected(On::Make, &fault, &err), "{what}: {err:?}");
+        assert!(!err.to_string().contains('\n'), "{what}: {err}");
+
+        // Still no pair; the attempt is in the ledger unless the server clearly refused it.
+        let record = store.load(short.store_key()).unwrap();
+        assert_eq!(
+            record.as_ref().and_then(|r| r.pair.as_ref()),
+            None,
+            "{what}"
+        );
+        let counted = u32::from(make_counted_locally(&fault));
+        assert_eq!(short.status().unwrap().makes_last_24h, counted, "{what}");
+        if server_does_the_work(On::Make, &fault) {
+            wait_for_server(&server, &what, |s| s.counters().makes == 1);
+        } else {
+            assert_eq!(server.counters().makes, 0, "{what}: a pair was issued");
+        }
+        let issued_before = server.counters().makes;
+
+        // The server behaves again: the next call makes one pair, saves it and succeeds.
+        let normal = session(&server, &store, Duration::from_secs(30));
+        let data = normal.request("GET", "/v1/licenses", None).unwrap();
+        assert!(data.is_array(), "{what}: {data}");
+        assert_eq!(server.counters().makes, issued_before + 1, "{what}");
+        assert_eq!(
+            normal.status().unwrap().makes_last_24h,
+            counted + 1,
+            "{what}"
+        );
+        let stored = store.load(normal.store_key()).unwrap().and_then(|r| r.pair);
+        assert_eq!(
+            stored.map(|p| p.access),
+            Some(normal.access_token().unwrap()),
+            "{what}: the new pair was not saved"
+        );
+    }
+}
+
+#[test]
+fn more_faults_on_ordinary_calls_keep_the_pair_and_spend_no_auth_call() {
+    // tests/session.rs covers 500, malformed JSON, a missing `success`, a dropped connection,
+    // a delay and an undeclared huge body on ordinary calls; these are the rest.
+    let cases = [
+        Fault::ServerError(502),
+        Fault::MissingField("accessToken".into()),
+        Fault::WrongTypes,
+        Fault::Huge {
+            bytes: HUGE,
+            declare_length: true,
+        },
+    ];
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path().join("s.json"));
+    let seeded = seed_pair(&server, &store);
+    let session = session(&server, &store, TIMEOUT);
+    for fault in cases {
+        let what = format!("request {fault:?}");
+        server.inject(Route::Request, fault.clone());
+        let err = session.request("GET", "/v1/licenses", None).unwrap_err();
+        assert!(is_expected(On::Request, &fault, &err), "{what}: {err:?}");
+        assert_eq!(
+            store.load(&cli_key(&server)).unwrap(),
+            Some(seeded.clone()),
+            "{what}"
+        );
+        session.request("GET", "/v1/licenses", None).unwrap();
+    }
+    let c = server.counters();
+    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (0, 0, 0));
+}
+
+/// Every fault on `on` through the CLI: exit 5, one short line naming the call and the
+/// failure, the stored pair unchanged, no make, then a plain call exits 0.
+fn cli_faults_on(on: On) {
+    for fault in faults() {
+        let what = format!("{} {fault:?}", on.name());
+        let server = server();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let cli = Cli::file(&server, &path);
+        let seeded = match on {
+            On::Make => None,
+            _ => Some(seed_pair(&server, &FileStore::new(&path))),
+        };
+        if on == On::Refresh {
+            server.revoke_access_tokens();
+        }
+        server.inject(on.route(), fault.clone());
+
+        let args: &[&str] = match on {
+            On::Make => &["--timeout", "1", "login"],
+            _ => &["--timeout", "1", "call", "GET", "/v1/licenses"],
+        };
+        let run = cli.run(args);
+        run.expect_code(5, &what);
+        assert_eq!(run.stdout, "", "{what}");
+        let line = run.one_error_line(&what);
+        assert!(line.contains(on.name()), "{what}: {line}");
+        let says = cli_says(on, &fault);
+        assert!(
+            line.contains(&says),
+            "{what}: {line:?} does not say {says:?}"
+        );
+        assert_eq!(
+            server.pending_faults(on.route()),
+            0,
+            "{what}: fault not served"
+        );
+
+        // The pair is as it was; no make was spent but by a make fault itself.
+        let record = file_record(&server, &path);
+        match (&seeded, on) {
+            (None, _) => {
+                assert_eq!(
+                    record.as_ref().and_then(|r| r.pair.as_ref()),
+                    None,
+                    "{what}"
+                );
+                let counted = usize::from(make_counted_locally(&fault));
+                assert_eq!(record.map_or(0, |r| r.makes.len()), counted, "{what}");
+            }
+            (Some(seeded), _) => assert_eq!(record.as_ref(), Some(seeded), "{what}"),
+        }
+        let work = server_does_the_work(on, &fault);
+        match (on, work) {
+            (On::Make, true) => wait_for_server(&server, &what, |s| s.counters().makes == 1),
+            (On::Refresh, true) => wait_for_server(&server, &what, |s| s.counters().refreshes == 1),
+            (On::Request, true) => wait_for_server(&server, &what, |s| s.counters().requests == 1),
+            _ => {}
+        }
+        let before = server.counters();
+        assert_eq!(before.makes, u64::from(on == On::Make && work), "{what}");
+
+        // The server behaves again: the next call succeeds.
+        let run = cli.run(&["call", "GET", "/v1/licenses"]);
+        run.expect_code(0, &format!("{what}, then a plain call"));
+        let data: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        assert!(data.is_array(), "{what}: {data}");
+        let after = server.counters();
+        // A make is needed when there was no pair, or when the faulty refresh had rotated
+        // the stored pair server-side (its reply spoilt or too late): then one, no more.
+        let rotated_away = on == On::Refresh && work;
+        let makes = u64::from(on == On::Make || rotated_away);
+        assert_eq!(after.makes - before.makes, makes, "{what}: {after:?}");
+        assert_eq!(
+            after.refreshes_rejected - before.refreshes_rejected,
+            u64::from(rotated_away),
+            "{what}: {after:?}"
+        );
+        let record = file_record(&server, &path).and_then(|r| r.pair);
+        assert!(record.is_some(), "{what}: no pair after recovery");
+    }
+}
+
+#[test]
+fn cli_faults_on_make_exit_5_with_one_line() {
+    cli_faults_on(On::Make);
+}
+
+#[test]
+fn cli_faults_on_refresh_exit_5_with_one_line() {
+    cli_faults_on(On::Refresh);
+}
+
+#[test]
+fn cli_faults_on_ordinary_calls_exit_5_with_one_line() {
+    cli_faults_on(On::Request);
+}
+
+#[test]
+fn cli_lost_refresh_reply_says_so_and_the_next_call_recovers_with_one_make() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let cli = Cli::file(&server, &path);
+    let seeded = seed_pair(&server, &FileStore::new(&path));
+    server.revoke_access_tokens();
+    server.inject(Route::Refresh, Fault::LostReply);
+
+    let run = cli.run(&["call", "GET", "/v1/licenses"]);
+    run.expect_code(5, "lost refresh reply");
+    let line = run.one_error_line("lost refresh reply");
+    assert!(
+        line.contains("the reply to tokens.refresh was lost"),
+        "{line}"
+    );
+    assert!(line.contains("will make a new pair"), "{line}");
+    assert_eq!(file_record(&server, &path), Some(seeded.clone()));
+    let c = server.counters();
+    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 0, 0));
+
+    // The stored refresh token was rotated away: one rejected refresh, one make, success.
+    cli.run(&["call", "GET", "/v1/licenses"])
+        .expect_code(0, "after a lost refresh reply");
+    let c = server.counters();
+    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 1, 1));
+    let record = file_record(&server, &path).unwrap();
+    assert_ne!(record.pair, seeded.pair);
+    assert_eq!(record.makes.len(), 1, "the make is in the ledger");
+
+    // And then nothing more: the new pair just works.
+    for _ in 0..3 {
+        cli.run(&["call", "GET", "/v1/licenses"])
+            .expect_code(0, "later calls");
+    }
+    let c = server.counters();
+    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 1, 1));
+}
+
+/// The peak resident memory (KiB) that `/usr/bin/time -f %M` wrote.
+fn peak_kib(file: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no peak memory in {text:?}"))
+}
+
+#[test]
+fn cli_peak_memory_stays_small_on_a_64_mib_reply() {
+    if !std::path::Path::new("/usr/bin/time").is_file() {
+        eprintln!("skipped: /usr/bin/time is missing (Debian package `time`); the library's peak is checked by library_peak_memory_stays_small_on_a_64_mib_reply");
+        return;
+    }
+    for on in [On::Make, On::Refresh, On::Request] {
+        for declare_length in [true, false] {
+            let what = format!("{} 64 MiB, Content-Length {declare_length}", on.name());
+            let server = server();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.json");
+            let mut cli = Cli::file(&server, &path);
+            cli.time_file = Some(dir.path().join("peak"));
+            if on != On::Make {
+                seed_pair(&server, &FileStore::new(&path));
+            }
+            if on == On::Refresh {
+                server.revoke_access_tokens();
+            }
+            server.inject(
+                on.route(),
+                Fault::Huge {
+                    bytes: HUGE,
+                    declare_length,
+                },
+            );
+            let run = cli.run(&["call", "GET", "/v1/licenses"]);
+            run.expect_code(5, &what);
+            assert!(run.stderr.contains("byte cap"), "{what}: {}", run.stderr);
+            let peak = peak_kib(&dir.path().join("peak"));
+            eprintln!("{what}: peak RSS {peak} KiB");
+            assert!(
+                peak < 40 * 1024,
+                "{what}: the CLI peaked at {peak} KiB: the reply was not cut at the 4 MiB cap"
+            );
+        }
+    }
+}
+
+/// Set in a child re-run of this binary: the store file, the base URL, and the reply cap.
+const CHILD_STORE: &str = "CHATAPP_FAULTS_CHILD_STORE";
+const CHILD_BASE: &str = "CHATAPP_FAULTS_CHILD_BASE";
+const CHILD_CAP: &str = "CHATAPP_FAULTS_CHILD_CAP";
+
+/// In a child: one call that meets the huge reply (a pair is stored), then the error's kind
+/// and this process's own peak memory (`VmHWM`, KiB) on stdout.
+#[test]
+fn child_process() {
+    let Ok(base) = std::env::var(CHILD_BASE) else {
+        return;
+    };
+    let store = FileStore::new(std::env::var(CHILD_STORE).unwrap());
+    let cap: u64 = std::env::var(CHILD_CAP).unwrap().parse().unwrap();
+    let session = Session::builder()
+        .store(store)
+        .store_key(std::env::var("CHATAPP_FAULTS_CHILD_KEY").unwrap())
+        .base_url(base)
+        .max_reply_bytes(cap)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    match session.request("GET", "/v1/licenses", None) {
+        Err(Error::Protocol { .. }) => println!("error protocol"),
+        other => println!("error other {other:?}"),
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .to_owned();
+    println!("vmhwm {hwm}");
+}
+
+/// Runs [`child_process`] with the reply cap `cap` against a 64 MiB reply without a length:
+/// its peak memory in KiB.
+#[cfg(target_os = "linux")]
+fn child_peak_kib(cap: u64) -> u64 {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    seed_pair(&server, &FileStore::new(&path));
+    server.inject(
+        Route::Request,
+        Fault::Huge {
+            bytes: HUGE,
+            declare_length: false,
+        },
+    );
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_STORE, &path)
+        .env(CHILD_BASE, server.base_url())
+        .env(CHILD_CAP, cap.to_string())
+        .env("CHATAPP_FAULTS_CHILD_KEY", cli_key(&server).as_str())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "child failed: {stdout}");
+    assert!(stdout.contains("error protocol"), "{stdout}");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("vmhwm "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {stdout}"))
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn library_peak_memory_stays_small_on_a_64_mib_reply() {
+    // The default 4 MiB cap: reading stops there.
+    let capped = child_peak_kib(chatapp_session::transport::DEFAULT_MAX_REPLY_BYTES);
+    // The control: with the cap above the reply, the same call holds all 64 MiB, which shows
+    // that this measure would catch a cap that does not stop the reading.
+    let uncapped = child_peak_kib(2 * HUGE);
+    eprintln!("peak RSS: {capped} KiB with the 4 MiB cap, {uncapped} KiB without");
+    assert!(
+        uncapped > 64 * 1024,
+        "the control read all 64 MiB: {uncapped} KiB"
+    );
+    assert!(
+        capped < 40 * 1024,
+        "the library peaked at {capped} KiB on a 64 MiB reply: not cut at the cap"
+    );
+}

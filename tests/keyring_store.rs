@@ -1,0 +1,894 @@
+//! `KeyringStore` against a real Secret Service (and the Linux kernel keyring).
+//!
+//! These tests need a D-Bus session bus with an unlocked Secret Service and a session
+//! keyring of the process's own. Run them as
+//!
+//! ```text
+//! .ci/keyring-env cargo test --all-features --test keyring_store
+//! ```
+//!
+//! Without such an environment every test fails with a message saying so, unless
+//! `CHATAPP_SKIP_KEYRING_TESTS=1` is set, in which case they return at once.
+#![cfg(all(feature = "keyring", target_os = "linux"))]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Barrier, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chatapp_session::store::{
+    decode_record, encode_record, KeyringBackend, KeyringStore, StoreKey, StoredRecord, TokenStore,
+};
+use chatapp_session::{AccessToken, RefreshToken, StoreError, TokenPair};
+
+const HOW_TO_RUN: &str = "the keyring tests need a D-Bus session bus with an unlocked Secret \
+    Service and a kernel session keyring: run them as `.ci/keyring-env cargo test --all-features \
+    --test keyring_store` (or inside `dbus-run-session` with `gnome-keyring-daemon --unlock \
+    --components=secrets` and under `keyctl session -`), or set CHATAPP_SKIP_KEYRING_TESTS=1 to \
+    skip them";
+
+/// Set in a child process started by a test: what the child does (see `child_process`).
+const CHILD_ENV: &str = "CHATAPP_KEYRING_TEST_CHILD";
+
+// ---------------------------------------------------------------------------------------------
+// Environment and helpers
+
+/// Whether the keyring tests can run here. Panics with how to run them when they cannot,
+/// unless `CHATAPP_SKIP_KEYRING_TESTS=1`.
+fn keyring_ready() -> bool {
+    static STATE: OnceLock<Result<(), String>> = OnceLock::new();
+    let state = STATE.get_or_init(|| {
+        // A real write and read, so that a locked or missing collection is found too.
+        let service = unique_service("probe");
+        let key = StoreKey::new("probe");
+        let _cleanup = Cleanup::native(&service, &[&key]);
+        let probe = || -> Result<(), StoreError> {
+            let store = KeyringStore::try_new(service.clone())?;
+            store.save(&key, &StoredRecord::default())?;
+            store.load(&key)?;
+            let kernel = KeyringStore::with_backend(service.clone(), KeyringBackend::LinuxKeyutils);
+            kernel.save(&key, &StoredRecord::default())?;
+            Ok(())
+        };
+        probe().map_err(|e| e.to_string())
+    });
+    match state {
+        Ok(()) => true,
+        Err(_) if std::env::var("CHATAPP_SKIP_KEYRING_TESTS").as_deref() == Ok("1") => {
+            eprintln!("skipped: no usable keyring and CHATAPP_SKIP_KEYRING_TESTS=1");
+            false
+        }
+        Err(e) => panic!("{HOW_TO_RUN}. The keyring answered: {e}"),
+    }
+}
+
+/// A service name unique to this run and call, so that runs and tests never collide.
+fn unique_service(test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "chatapp-session-test-{}-{nanos}-{}-{test}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn pair(tag: &str) -> TokenPair {
+    TokenPair {
+        access: AccessToken::new(format!("acc-SECRET-{tag}")),
+        access_expires_at: 1_700_000_000,
+        refresh: RefreshToken::new(format!("ref-SECRET-{tag}")),
+        refresh_expires_at: 1_700_086_400,
+        cabinet_user_id: 14545,
+    }
+}
+
+fn record(tag: &str, makes: Vec<i64>) -> StoredRecord {
+    StoredRecord {
+        pair: Some(pair(tag)),
+        makes,
+    }
+}
+
+fn native_credential_store() -> Arc<keyring_core::CredentialStore> {
+    match zbus_secret_service_keyring_store::Store::new() {
+        Ok(store) => store,
+        Err(e) => panic!("Secret Service: {e}"),
+    }
+}
+
+/// The raw secret under (service, account) in the Secret Service, read with keyring-core.
+fn raw_secret(service: &str, key: &StoreKey) -> Option<Vec<u8>> {
+    let entry =
+        keyring_core::Entry::new_in_store(&native_credential_store(), service, key.as_str())
+            .unwrap_or_else(|e| panic!("entry: {e}"));
+    match entry.get_secret() {
+        Ok(secret) => Some(secret),
+        Err(keyring_core::Error::NoEntry) => None,
+        Err(e) => panic!("raw read: {e}"),
+    }
+}
+
+/// Deletes the test's credentials when dropped, so that a real keyring keeps nothing.
+struct Cleanup {
+    store: Option<Arc<keyring_core::CredentialStore>>,
+    service: String,
+    accounts: Vec<String>,
+}
+
+impl Cleanup {
+    fn native(service: &str, keys: &[&StoreKey]) -> Self {
+        Cleanup {
+            store: zbus_secret_service_keyring_store::Store::new()
+                .ok()
+                .map(|s| s as Arc<keyring_core::CredentialStore>),
+            service: service.to_owned(),
+            accounts: keys.iter().map(|k| k.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(store) = &self.store {
+            for account in &self.accounts {
+                if let Ok(entry) = keyring_core::Entry::new_in_store(store, &self.service, account)
+                {
+                    let _ = entry.delete_credential();
+                }
+            }
+        }
+    }
+}
+
+/// This test binary, run as a child that does `action` (see `child_process`).
+fn child(action: &str, service: &str, key: &StoreKey) -> Command {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, action)
+        .env("CHATAPP_KEYRING_TEST_SERVICE", service)
+        .env("CHATAPP_KEYRING_TEST_KEY", key.as_str())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    command
+}
+
+/// Kills the child when dropped, so that a failing test leaves no lock holder behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the child prints a line holding `line` on stdout (libtest may print
+/// before it on the same line); the rest of its output is drained in the
+/// background so that it never blocks on a full pipe.
+fn wait_for_line(child: &mut Child, line: &str) {
+    let stdout = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("child stdout not piped"));
+    let (tx, rx) = mpsc::channel();
+    let want = line.to_owned();
+    thread::spawn(move || {
+        let mut seen = false;
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !seen && l.contains(want.as_str()) {
+                seen = true;
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = child.kill();
+        panic!("the child never printed {line:?}");
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it has not finished within `limit`.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child side of the cross-process tests
+
+/// Does nothing in a normal run. In a child started by `child()`, does what `CHILD_ENV` says.
+#[test]
+fn child_process() {
+    let Ok(action) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let service = std::env::var("CHATAPP_KEYRING_TEST_SERVICE").unwrap_or_default();
+    let key = StoreKey::new(std::env::var("CHATAPP_KEYRING_TEST_KEY").unwrap_or_default());
+    match action.as_str() {
+        // Take the lock, say so, keep it for a second and exit without releasing it: only
+        // the end of the process releases it.
+        "hold-lock" | "hold-lock-forever" => {
+            let store = KeyringStore::new(service);
+            let guard = store
+                .lock(&key)
+                .unwrap_or_else(|e| panic!("child lock: {e}"));
+            println!("@@locked");
+            let hold = if action == "hold-lock" { 1 } else { 600 };
+            thread::sleep(Duration::from_secs(hold));
+            std::mem::forget(guard);
+            std::process::exit(0);
+        }
+        // Report how a store without a usable session bus fails.
+        "no-bus" => {
+            let report = |what: &str, result: Result<(), StoreError>| match result {
+                Err(e @ StoreError::Unavailable { .. }) => println!("@@{what}: UNAVAILABLE: {e}"),
+                Err(e) => println!("@@{what}: OTHER ERROR: {e:?}"),
+                Ok(()) => println!("@@{what}: OK"),
+            };
+            report(
+                "try_new",
+                KeyringStore::try_new(service.clone()).map(|_| ()),
+            );
+            let store = KeyringStore::new(service);
+            report("load", store.load(&key).map(|_| ()));
+            report("save", store.save(&key, &record("child", vec![1])));
+            report("lock", store.lock(&key).map(|_| ()));
+        }
+        // Report what a save does when the Secret Service has no unlocked collection.
+        "locked-save" => {
+            let store = KeyringStore::new(service);
+            match store.save(&key, &record("child", vec![1])) {
+                Err(e @ StoreError::Unavailable { .. }) => println!("@@save: UNAVAILABLE: {e}"),
+                Err(e) => println!("@@save: OTHER ERROR: {e:?}"),
+                Ok(()) => println!("@@save: OK"),
+            }
+        }
+        // Print the record stored in the kernel keyring under (service, key).
+        "kernel-load" => {
+            let store = KeyringStore::with_backend(service, KeyringBackend::LinuxKeyutils);
+            match store.load(&key) {
+                Ok(Some(r)) => println!("@@kernel-load: makes={:?}", r.makes),
+                Ok(None) => println!("@@kernel-load: none"),
+                Err(e) => println!("@@kernel-load: error {e}"),
+            }
+        }
+        other => panic!("unknown child action {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret Service
+
+#[test]
+fn empty_load_is_none() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("empty");
+    let key = StoreKey::new("https://api.chatapp.online me@example.com 1");
+    let store = KeyringStore::new(service.clone());
+    assert_eq!(store.load(&key).ok(), Some(None));
+    let mut guard = store.lock(&key).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(guard.load().ok(), Some(None));
+    drop(guard);
+    assert_eq!(
+        raw_secret(&service, &key),
+        None,
+        "a load must not create a secret"
+    );
+}
+
+#[test]
+fn save_then_load_round_trips_as_one_secret() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("roundtrip");
+    let key = StoreKey::new("https://api.chatapp.online me@example.com 1");
+    let _cleanup = Cleanup::native(&service, &[&key]);
+    let store = KeyringStore::try_new(service.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let saved = record("one", vec![1_700_000_000, 1_700_000_100]);
+    store.save(&key, &saved).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load(&key).ok(), Some(Some(saved.clone())));
+
+    // The pair and the ledger are one secret, the record codec's JSON, under
+    // (service, account = the key's text).
+    let raw = raw_secret(&service, &key).unwrap_or_else(|| panic!("no secret stored"));
+    assert_eq!(raw, encode_record(&saved).as_bytes());
+    assert_eq!(decode_record(&raw, "t", "here").ok(), Some(saved));
+
+    // The record without a pair round-trips too.
+    let ledger_only = StoredRecord {
+        pair: None,
+        makes: vec![5],
+    };
+    store
+        .save(&key, &ledger_only)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load(&key).ok(), Some(Some(ledger_only)));
+}
+
+#[test]
+fn overwrite_replaces_the_record() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("overwrite");
+    let key = StoreKey::new("k");
+    let _cleanup = Cleanup::native(&service, &[&key]);
+    let store = KeyringStore::new(service.clone());
+    store
+        .save(&key, &record("first", vec![1]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let second = record("second", vec![1, 2]);
+    {
+        let mut guard = store.lock(&key).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(guard.load().ok(), Some(Some(record("first", vec![1]))));
+        guard.save(&second).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            guard.load().ok(),
+            Some(Some(second.clone())),
+            "the guard re-reads"
+        );
+    }
+    assert_eq!(store.load(&key).ok(), Some(Some(second)));
+    // Still exactly one item: an overwrite must not add a second credential.
+    let matches = keyring_core::Entry::search_in_store(
+        &native_credential_store(),
+        &[("service", service.as_str()), ("username", "k")]
+            .into_iter()
+            .collect(),
+    )
+    .unwrap_or_else(|e| panic!("search: {e}"));
+    assert_eq!(matches.len(), 1);
+}
+
+#[test]
+fn clear_keeps_the_ledger_and_is_idempotent() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("clear");
+    let key = StoreKey::new("k");
+    let absent = StoreKey::new("never saved");
+    let _cleanup = Cleanup::native(&service, &[&key, &absent]);
+    let store = KeyringStore::new(service.clone());
+    store
+        .save(&key, &record("x", vec![7, 8]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.clear(&key).unwrap_or_else(|e| panic!("{e}"));
+    let cleared = StoredRecord {
+        pair: None,
+        makes: vec![7, 8],
+    };
+    assert_eq!(store.load(&key).ok(), Some(Some(cleared.clone())));
+    store
+        .clear(&key)
+        .unwrap_or_else(|e| panic!("second clear: {e}"));
+    assert_eq!(store.load(&key).ok(), Some(Some(cleared)));
+    store
+        .clear(&absent)
+        .unwrap_or_else(|e| panic!("clear of an absent key: {e}"));
+    assert_eq!(store.load(&absent).ok(), Some(None));
+}
+
+#[test]
+fn keys_and_services_are_isolated() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("isolated");
+    let other_service = unique_service("isolated-other");
+    let a = StoreKey::for_account("https://api.chatapp.online", "a@example.com", "1");
+    let b = StoreKey::for_account("https://api.chatapp.online", "b@example.com", "1");
+    let _cleanup = Cleanup::native(&service, &[&a, &b]);
+    let _cleanup_other = Cleanup::native(&other_service, &[&a]);
+    let store = KeyringStore::new(service.clone());
+    let other = KeyringStore::new(other_service);
+    store
+        .save(&a, &record("a", vec![1]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load(&b).ok(), Some(None));
+    assert_eq!(other.load(&a).ok(), Some(None));
+    store
+        .save(&b, &record("b", vec![2]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    other
+        .save(&a, &record("other", vec![3]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.clear(&b).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load(&a).ok(), Some(Some(record("a", vec![1]))));
+    assert_eq!(other.load(&a).ok(), Some(Some(record("other", vec![3]))));
+    assert_ne!(store.lock_path(&a), store.lock_path(&b));
+}
+
+#[test]
+fn a_fresh_instance_sees_the_saved_record() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("reopen");
+    let key = StoreKey::new("k");
+    let _cleanup = Cleanup::native(&service, &[&key]);
+    let saved = record("reopen", vec![42]);
+    {
+        let store = KeyringStore::new(service.clone());
+        store.save(&key, &saved).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let reopened = KeyringStore::try_new(service.clone()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reopened.load(&key).ok(), Some(Some(saved)));
+    assert_eq!(reopened.service(), service);
+}
+
+#[test]
+fn eight_threads_of_read_modify_write_lose_nothing() {
+    if !keyring_ready() {
+        return;
+    }
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 3;
+    let service = unique_service("threads");
+    let key = StoreKey::new("k");
+    let _cleanup = Cleanup::native(&service, &[&key]);
+    let store = KeyringStore::new(service.clone());
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            // Half share the instance, half open their own: the lock must hold for both.
+            let store = if t % 2 == 0 {
+                store.clone()
+            } else {
+                KeyringStore::new(service.clone())
+            };
+            let key = key.clone();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..ROUNDS {
+                    let mut guard = store.lock(&key).unwrap_or_else(|e| panic!("lock: {e}"));
+                    let mut makes = match guard.load() {
+                        Ok(Some(r)) => r.makes,
+                        Ok(None) => Vec::new(),
+                        Err(e) => panic!("load: {e}"),
+                    };
+                    makes.push(t as i64);
+                    guard
+                        .save(&record(&format!("thread-{t}"), makes))
+                        .unwrap_or_else(|e| panic!("save: {e}"));
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        if handle.join().is_err() {
+            panic!("a writer thread failed");
+        }
+    }
+    let last = match store.load(&key) {
+        Ok(Some(r)) => r,
+        other => panic!("expected a record, got {other:?}"),
+    };
+    // One complete record: every increment is there and the pair is one writer's whole pair.
+    assert_eq!(
+        last.makes.len(),
+        THREADS * ROUNDS,
+        "lost updates: {:?}",
+        last.makes
+    );
+    let writer = last.makes[THREADS * ROUNDS - 1];
+    assert_eq!(last.pair, Some(pair(&format!("thread-{writer}"))));
+    for t in 0..THREADS as i64 {
+        assert_eq!(last.makes.iter().filter(|&&m| m == t).count(), ROUNDS);
+    }
+}
+
+#[test]
+fn the_lock_excludes_a_second_holder_until_released() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("lock-thread");
+    let key = StoreKey::new("k");
+    let store = KeyringStore::new(service.clone());
+    let guard = store.lock(&key).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = mpsc::channel();
+    for other in [store.clone(), KeyringStore::new(service.clone())] {
+        let key = key.clone();
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let second = other.lock(&key).unwrap_or_else(|e| panic!("{e}"));
+            let _ = tx.send(Instant::now());
+            drop(second);
+        });
+    }
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a second holder got the lock while the first held it"
+    );
+    let released = Instant::now();
+    drop(guard);
+    for _ in 0..2 {
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the lock was not handed over after release"));
+        assert!(got >= released);
+    }
+}
+
+#[test]
+fn the_lock_excludes_another_process() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("lock-process");
+    let key = StoreKey::new("k");
+    let mut holder = KillOnDrop(
+        child("hold-lock", &service, &key)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}")),
+    );
+    wait_for_line(&mut holder.0, "@@locked");
+    let seen_locked = Instant::now();
+    let store = KeyringStore::new(service.clone());
+    let waited = within(Duration::from_secs(20), "lock after the child", move || {
+        let guard = store.lock(&key).map(|_| ());
+        (guard, seen_locked.elapsed())
+    });
+    waited.0.unwrap_or_else(|e| panic!("{e}"));
+    // The child holds the lock for 1 s after saying "locked".
+    assert!(
+        waited.1 >= Duration::from_millis(700),
+        "the lock was taken after {:?}, while another process held it",
+        waited.1
+    );
+    let status = holder.0.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "child: {status}");
+}
+
+#[test]
+fn a_killed_holders_lock_does_not_block() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("lock-killed");
+    let key = StoreKey::new("k");
+    let mut holder = KillOnDrop(
+        child("hold-lock-forever", &service, &key)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}")),
+    );
+    wait_for_line(&mut holder.0, "@@locked");
+    let store = KeyringStore::new(service.clone());
+    {
+        let store = store.clone();
+        let key = key.clone();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(store.lock(&key).map(|_| ()).is_ok());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "the lock was taken while the child held it"
+        );
+        holder.0.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}")); // SIGKILL on Unix
+        let _ = holder.0.wait();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).ok(), Some(true));
+    }
+    within(Duration::from_secs(10), "lock after the kill", move || {
+        store
+            .lock(&key)
+            .map(|_| ())
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+}
+
+#[test]
+fn the_lock_file_is_private_and_holds_no_secret() {
+    if !keyring_ready() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let service = unique_service("lockfile");
+    let key = StoreKey::new("https://api.chatapp.online me@example.com 1");
+    let _cleanup = Cleanup::native(&service, &[&key]);
+    let store = KeyringStore::new(service.clone());
+    store
+        .save(&key, &record("file", vec![1]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = store.lock_path(&key);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    assert!(
+        name.starts_with(&format!("chatapp-session-keyring-{service}-")) && name.ends_with(".lock"),
+        "{name}"
+    );
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+        assert_eq!(path.parent(), Some(std::path::Path::new(&runtime)));
+    }
+    let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 0, "the lock file holds nothing");
+}
+
+#[test]
+fn a_foreign_secret_is_corrupt_and_left_untouched() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("foreign");
+    let keys = [
+        StoreKey::new("not json"),
+        StoreKey::new("other json"),
+        StoreKey::new("newer"),
+    ];
+    let _cleanup = Cleanup::native(&service, &keys.iter().collect::<Vec<_>>());
+    let foreign = [
+        "hunter2-SECRET-password",
+        r#"{"token":"SECRET-abc"}"#,
+        r#"{"version":7,"pair":null}"#,
+    ];
+    let credentials = native_credential_store();
+    for (key, text) in keys.iter().zip(foreign) {
+        keyring_core::Entry::new_in_store(&credentials, &service, key.as_str())
+            .and_then(|e| e.set_password(text))
+            .unwrap_or_else(|e| panic!("raw write: {e}"));
+    }
+    let store = KeyringStore::new(service.clone());
+    for (i, (key, text)) in keys.iter().zip(foreign).enumerate() {
+        let check = |what: &str, result: Result<(), StoreError>| match (i, result) {
+            (0 | 1, Err(e @ StoreError::Corrupt { .. })) => {
+                let message = e.to_string();
+                assert!(
+                    !message.contains("SECRET"),
+                    "{what}: quoted the secret: {message}"
+                );
+                assert!(message.contains(&service), "{what}: {message}");
+            }
+            (2, Err(StoreError::UnsupportedVersion { found: 7, .. })) => {}
+            (_, other) => panic!("{what} of {text:?}: {other:?}"),
+        };
+        check("load", store.load(key).map(|_| ()));
+        let guarded = store
+            .lock(key)
+            .and_then(|mut guard| guard.load().map(|_| ()));
+        check("guard load", guarded);
+        check("clear", store.clear(key));
+        assert_eq!(
+            raw_secret(&service, key).as_deref(),
+            Some(text.as_bytes()),
+            "the foreign secret was changed"
+        );
+    }
+}
+
+#[test]
+fn without_a_session_bus_the_store_is_unavailable_and_says_what_to_start() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("nobus");
+    let key = StoreKey::new("k");
+    let output = child("no-bus", &service, &key)
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+        .output()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for what in ["try_new", "load", "save", "lock"] {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.split_once(&format!("@@{what}: ")).map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("no {what} line in {stdout}"));
+        assert!(
+            line.contains("UNAVAILABLE: keyring store is unavailable"),
+            "{line}"
+        );
+        assert!(line.contains("no D-Bus session bus"), "{line}");
+        assert!(line.contains("dbus-run-session"), "{line}");
+        assert!(line.contains("gnome-keyring-daemon --unlock"), "{line}");
+        assert!(!line.contains("SECRET"), "{line}");
+    }
+}
+
+/// Runs the `locked-save` child on a D-Bus session bus of its own, after `setup` (a shell
+/// snippet run on that bus), with a fresh keyring directory; returns what its save reported.
+fn save_on_a_private_bus(setup: &str) -> String {
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let script = format!("{setup}\n\"$0\" child_process --exact --nocapture --test-threads=1");
+    let output = Command::new("dbus-run-session")
+        .args(["--", "sh", "-c", &script])
+        .arg(exe)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("XDG_DATA_HOME", data.path())
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .env(CHILD_ENV, "locked-save")
+        .env("CHATAPP_KEYRING_TEST_SERVICE", unique_service("locked"))
+        .env("CHATAPP_KEYRING_TEST_KEY", "k")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("dbus-run-session: {e}"));
+    stop_keyring_daemons_of(runtime.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("@@save: ").map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| panic!("no save line in {stdout}"))
+}
+
+/// Stops the gnome-keyring-daemon that a private bus started, known by its unique
+/// `XDG_RUNTIME_DIR` (it does not always leave with its bus).
+fn stop_keyring_daemons_of(runtime: &std::path::Path) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut wanted = b"XDG_RUNTIME_DIR=".to_vec();
+    wanted.extend_from_slice(runtime.as_os_str().as_encoded_bytes());
+    for entry in procs.flatten() {
+        let dir = entry.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != "gnome-keyring-d" {
+            continue;
+        }
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == wanted.as_slice())
+        {
+            let _ = Command::new("kill")
+                .arg(entry.file_name())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_missing_collection_is_unavailable_and_says_to_unlock() {
+    if !keyring_ready() {
+        return;
+    }
+    // gnome-keyring, started on demand and never unlocked, has no login collection.
+    let line = save_on_a_private_bus("");
+    assert!(line.starts_with("UNAVAILABLE"), "{line}");
+    assert!(line.contains("locked or missing"), "{line}");
+    assert!(line.contains("gnome-keyring-daemon --unlock"), "{line}");
+}
+
+#[test]
+fn a_locked_collection_is_unavailable_and_says_to_unlock() {
+    if !keyring_ready() {
+        return;
+    }
+    // The login collection exists and is locked again; nobody can answer the unlock prompt.
+    let line = save_on_a_private_bus(
+        "printf %s throwaway | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+        for _ in $(seq 100); do
+            dbus-send --session --print-reply --dest=org.freedesktop.secrets \
+                /org/freedesktop/secrets org.freedesktop.Secret.Service.Lock \
+                array:objpath:/org/freedesktop/secrets/collection/login >/dev/null 2>&1 && break
+            sleep 0.1
+        done",
+    );
+    assert!(line.starts_with("UNAVAILABLE"), "{line}");
+    assert!(line.contains("locked or missing"), "{line}");
+    assert!(line.contains("gnome-keyring-daemon --unlock"), "{line}");
+}
+
+/// The crate's store conformance suite, on the Secret Service. Each `KeyringStore` opened is
+/// a new connection: "reopen" is a fresh instance of the same service.
+#[cfg(feature = "testing")]
+#[test]
+fn conformance_suite_on_the_secret_service() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("conformance");
+    chatapp_session::store::conformance::run_all(&|| KeyringStore::new(service.clone()), true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Linux kernel keyring
+
+/// The conformance suite on the kernel keyring (durable within the session keyring).
+#[cfg(feature = "testing")]
+#[test]
+fn conformance_suite_on_the_kernel_keyring() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("conformance-kernel");
+    chatapp_session::store::conformance::run_all(
+        &|| KeyringStore::with_backend(service.clone(), KeyringBackend::LinuxKeyutils),
+        true,
+    );
+}
+
+#[test]
+fn kernel_keyring_round_trips_across_instances_and_processes() {
+    if !keyring_ready() {
+        return;
+    }
+    let service = unique_service("kernel");
+    let key = StoreKey::new("https://api.chatapp.online me@example.com 1");
+    let other = StoreKey::new("other");
+    let store = KeyringStore::with_backend(service.clone(), KeyringBackend::LinuxKeyutils);
+    store.connect().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load(&key).ok(), Some(None));
+    store
+        .save(&key, &record("k1", vec![1]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let second = record("k2", vec![1, 2, 3]);
+    store.save(&key, &second).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.load(&other).ok(), Some(None));
+    let reopened = KeyringStore::with_backend(service.clone(), KeyringBackend::LinuxKeyutils);
+    assert_eq!(reopened.load(&key).ok(), Some(Some(second)));
+    reopened.clear(&key).unwrap_or_else(|e| panic!("{e}"));
+    let cleared = StoredRecord {
+        pair: None,
+        makes: vec![1, 2, 3],
+    };
+    assert_eq!(store.load(&key).ok(), Some(Some(cleared)));
+    // Nothing went to the Secret Service.
+    assert_eq!(raw_secret(&service, &key), None);
+    // Another process in the same session keyring sees the record.
+    let output = child("kernel-load", &service, &key)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.ends_with("@@kernel-load: makes=[1, 2, 3]")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_non_persistent_keyring_core_store_is_refused() {
+    // No keyring needed: the mock store lives in this process.
+    let mock: Arc<keyring_core::CredentialStore> =
+        keyring_core::mock::Store::new().unwrap_or_else(|e| panic!("{e}"));
+    let store = KeyringStore::with_backend(unique_service("mock"), KeyringBackend::Custom(mock));
+    let key = StoreKey::new("k");
+    for result in [
+        store.connect(),
+        store.load(&key).map(|_| ()),
+        store.save(&key, &record("m", vec![])),
+    ] {
+        match result {
+            Err(e @ StoreError::Unavailable { .. }) => {
+                assert!(
+                    e.to_string().contains("only in this process's memory"),
+                    "{e}"
+                )
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+}

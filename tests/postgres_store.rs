@@ -1,0 +1,892 @@
+//! `PostgresStore` against a real PostgreSQL server.
+//!
+//! The server comes from `CHATAPP_TEST_POSTGRES` (a conninfo that allows a plain connection
+//! and may create schemas, e.g. `host=127.0.0.1 port=5432 user=postgres dbname=postgres`).
+//! `.ci/postgres-env` starts a throwaway cluster and sets it:
+//!
+//! ```text
+//! .ci/postgres-env cargo test --all-features --test postgres_store
+//! ```
+//!
+//! Without it every test fails with that advice, unless `CHATAPP_SKIP_POSTGRES_TESTS=1`.
+//! Each test works in a schema of its own (`options='-c search_path=...'`), dropped at its end.
+//! With `CHATAPP_TEST_POSTGRES_CA` (the CA of the server's certificate, also set by the
+//! wrapper) the TLS tests run too.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chatapp_session::store::{conformance, PostgresStore, StoreKey, StoredRecord, TokenStore};
+use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
+use chatapp_session::{Credentials, Session, StoreError};
+
+use common::secret_record;
+
+const SERVER_ENV: &str = "CHATAPP_TEST_POSTGRES";
+const SKIP_ENV: &str = "CHATAPP_SKIP_POSTGRES_TESTS";
+const CA_ENV: &str = "CHATAPP_TEST_POSTGRES_CA";
+
+/// The test server's conninfo, or `None` (after saying so) when the tests are skipped.
+fn server() -> Option<String> {
+    match std::env::var(SERVER_ENV) {
+        Ok(conninfo) if !conninfo.trim().is_empty() => Some(conninfo),
+        _ if std::env::var(SKIP_ENV).as_deref() == Ok("1") => {
+            eprintln!("skipped: {SKIP_ENV}=1 and no {SERVER_ENV}");
+            None
+        }
+        _ => panic!(
+            "{SERVER_ENV} is not set: these tests need a PostgreSQL server. Run them with a \
+             throwaway cluster:\n    .ci/postgres-env cargo test --all-features --test postgres_store\n\
+             or set {SERVER_ENV} to the conninfo of a server that allows a plain connection and \
+             lets the user create schemas (e.g. \"host=127.0.0.1 port=5432 user=postgres \
+             dbname=postgres\"), or set {SKIP_ENV}=1 to skip them."
+        ),
+    }
+}
+
+/// A name no other test, process or run uses: lowercase letters, digits and `_`.
+fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000_000;
+    format!(
+        "chatapp_{tag}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A schema of the test's own on the test server; dropped (with its tables) at the end.
+struct Db {
+    base: String,
+    schema: String,
+    /// The server's conninfo with `search_path` set to the schema.
+    conninfo: String,
+}
+
+impl Db {
+    fn new(tag: &str) -> Option<Db> {
+        let base = server()?;
+        let schema = unique(tag);
+        assert!(
+            schema.len() < 64,
+            "{schema} is too long for a PostgreSQL name"
+        );
+        raw(&base)
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        let conninfo = format!("{base} options='-c search_path={schema}'");
+        Some(Db {
+            base,
+            schema,
+            conninfo,
+        })
+    }
+
+    fn open(&self) -> PostgresStore {
+        PostgresStore::connect(&self.conninfo).unwrap()
+    }
+
+    /// The conninfo with an `application_name` of its own, to find the store's connections.
+    fn named(&self, name: &str) -> String {
+        format!("{} application_name={name}", self.conninfo)
+    }
+
+    /// A plain client in the schema.
+    fn raw(&self) -> postgres::Client {
+        raw(&self.conninfo)
+    }
+
+    /// The `record` column under `key`.
+    fn raw_record(&self, key: &str) -> Option<String> {
+        self.raw()
+            .query_opt(
+                "SELECT record FROM chatapp_session_tokens WHERE store_key = $1",
+                &[&key],
+            )
+            .unwrap()
+            .map(|row| row.get(0))
+    }
+
+    /// Ends every connection named `name` (see [`named`](Self::named)) and waits until they
+    /// are gone.
+    fn kill_connections(&self, name: &str) {
+        let mut client = self.raw();
+        let killed: i64 = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .unwrap()
+            .get(0);
+        assert!(killed > 0, "no connection named {name}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&name],
+                )
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "connections named {name} did not end"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+        }
+    }
+}
+
+fn raw(conninfo: &str) -> postgres::Client {
+    postgres::Client::connect(conninfo, postgres::NoTls).unwrap()
+}
+
+fn open_path(conninfo: &Path) -> PostgresStore {
+    PostgresStore::connect(conninfo.to_str().unwrap()).unwrap()
+}
+
+/// Plays a child process's part when this binary is re-run by a cross-process test.
+#[test]
+fn child_process() {
+    common::run_child_if_asked(open_path);
+}
+
+#[test]
+fn conformance_run_all() {
+    let Some(db) = Db::new("conformance") else {
+        return;
+    };
+    conformance::run_all(&|| db.open(), true);
+}
+
+#[test]
+fn the_row_holds_the_record_codec_text_and_the_schema_is_versioned() {
+    let Some(db) = Db::new("row") else { return };
+    let store = db.open();
+    store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
+    assert_eq!(
+        db.raw_record("k").as_deref(),
+        Some(chatapp_session::store::encode_record(&secret_record(1)).as_str())
+    );
+    let mut client = db.raw();
+    let row = client
+        .query_one(
+            "SELECT count(*), max(updated_at) > now() - interval '1 minute' \
+             FROM chatapp_session_tokens",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, bool>(1)),
+        (1, true),
+        "one row, updated just now"
+    );
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM chatapp_session_schema", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    // The documented column types.
+    let types: Vec<(String, String, String)> = client
+        .query(
+            "SELECT column_name::text, data_type::text, is_nullable::text \
+             FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'chatapp_session_tokens' \
+             ORDER BY ordinal_position",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let expected = [
+        ("store_key", "text", "NO"),
+        ("record", "text", "NO"),
+        ("updated_at", "timestamp with time zone", "NO"),
+    ];
+    assert_eq!(
+        types,
+        expected.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
+    // Connecting again, from several stores at once, keeps one schema version row.
+    thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| drop(db.open()));
+        }
+    });
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM chatapp_session_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn several_accounts_share_one_database() {
+    let Some(db) = Db::new("accounts") else {
+        return;
+    };
+    let keys: Vec<StoreKey> = (0..5)
+        .map(|i| StoreKey::for_account("https://api.chatapp.online", &format!("u{i}@x"), "app_1"))
+        .collect();
+    let store = db.open();
+    for (i, key) in (0..).zip(&keys) {
+        store.save(key, &secret_record(i)).unwrap();
+    }
+    drop(store);
+    let store = db.open();
+    for (i, key) in (0..).zip(&keys) {
+        assert_eq!(store.load(key).unwrap(), Some(secret_record(i)));
+    }
+}
+
+#[test]
+fn debug_and_errors_never_show_the_password() {
+    let Some(db) = Db::new("redact") else {
+        return;
+    };
+    // The test server trusts every login, so a password is accepted and ignored.
+    let store = PostgresStore::connect(&format!("{} password='pw-SECRET x'", db.conninfo)).unwrap();
+    let debug = format!("{store:?}");
+    assert!(!debug.contains("SECRET"), "{debug}");
+    assert!(debug.contains("password=[redacted]"), "{debug}");
+    assert!(debug.contains("lock_timeout"), "{debug}");
+    assert!(!store.conninfo().contains("SECRET"));
+    store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
+    assert!(!format!("{store:?}").contains("SECRET"));
+
+    // The URL form, with the password in the credentials and as a parameter.
+    let port: u16 = raw(&db.base)
+        .query_one("SELECT current_setting('port')::int", &[])
+        .unwrap()
+        .get::<_, i32>(0)
+        .try_into()
+        .unwrap();
+    let url = format!(
+        "postgres://postgres:pw-SECRET@127.0.0.1:{port}/postgres?options=-c%20search_path%3D{}&password=pw2-SECRET",
+        db.schema
+    );
+    let store = PostgresStore::connect(&url).unwrap();
+    assert_eq!(
+        store.load(&StoreKey::new("k")).unwrap(),
+        Some(secret_record(1))
+    );
+    let debug = format!("{store:?}");
+    assert!(!debug.contains("SECRET"), "{debug}");
+
+    // A server that is not there: an error naming the place, not the password.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for conninfo in [
+        format!("host=127.0.0.1 port={dead_port} user=u password=pw-SECRET connect_timeout=5"),
+        format!("postgresql://u:pw-SECRET@127.0.0.1:{dead_port}/db"),
+    ] {
+        match PostgresStore::connect(&conninfo) {
+            Err(e @ StoreError::Unavailable { .. }) => {
+                let text = e.to_string();
+                assert!(!text.contains("SECRET"), "{text}");
+                assert!(text.contains(&dead_port.to_string()), "{text}");
+                assert!(!format!("{e:?}").contains("SECRET"));
+            }
+            other => panic!("a closed port gave {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_malformed_conninfo_is_a_typed_error_without_secrets() {
+    for bad in [
+        "host=127.0.0.1 password='pw-SECRET",
+        "host=127.0.0.1 sslmode=sometimes password=pw-SECRET",
+        "host=127.0.0.1 nonsense_option=1 password=pw-SECRET",
+        "pw-SECRET",
+    ] {
+        match PostgresStore::connect(bad) {
+            Err(e @ StoreError::Backend { .. }) => {
+                let text = e.to_string();
+                assert!(!text.contains("SECRET"), "{bad}: {text}");
+                assert!(!format!("{e:?}").contains("SECRET"), "{bad}: {e:?}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_row_is_reported_and_left_unchanged() {
+    let Some(db) = Db::new("corrupt") else {
+        return;
+    };
+    let store = db.open();
+    let key = StoreKey::new("k");
+    let other = StoreKey::new("other");
+    store.save(&key, &secret_record(1)).unwrap();
+    store.save(&other, &secret_record(2)).unwrap();
+    let garbage = [
+        "not json",
+        "{",
+        r#"{"version":1,"pair":{"accessToken":5,"refreshToken":"refresh-SECRET"}}"#,
+        r#"{"version":"1","pair":null}"#,
+        r#""access-SECRET""#,
+    ];
+    for bad in garbage {
+        db.raw()
+            .execute(
+                "UPDATE chatapp_session_tokens SET record = $1 WHERE store_key = 'k'",
+                &[&bad],
+            )
+            .unwrap();
+        match store.load(&key) {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("postgres:"), "{text}");
+                assert!(text.contains(" key k"), "{text}");
+                assert!(!text.contains("SECRET"), "{text}");
+            }
+            other => panic!("{bad}: load gave {other:?}"),
+        }
+        let saved = store.save(&key, &secret_record(3));
+        assert!(
+            matches!(saved, Err(StoreError::Corrupt { .. })),
+            "{bad}: save gave {saved:?}"
+        );
+        assert!(matches!(store.clear(&key), Err(StoreError::Corrupt { .. })));
+        let mut guard = store.lock(&key).unwrap();
+        assert!(matches!(guard.load(), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            guard.save(&secret_record(4)),
+            Err(StoreError::Corrupt { .. })
+        ));
+        drop(guard);
+        assert_eq!(
+            db.raw_record("k").as_deref(),
+            Some(bad),
+            "the corrupt row was changed"
+        );
+        // The other account is unaffected, and the lock is free again.
+        store.save(&other, &secret_record(5)).unwrap();
+        assert_eq!(store.load(&other).unwrap(), Some(secret_record(5)));
+    }
+
+    let newer = r#"{"version":9,"pair":null}"#;
+    db.raw()
+        .execute(
+            "UPDATE chatapp_session_tokens SET record = $1 WHERE store_key = 'k'",
+            &[&newer],
+        )
+        .unwrap();
+    assert!(matches!(
+        store.load(&key),
+        Err(StoreError::UnsupportedVersion { .. })
+    ));
+    assert!(matches!(
+        store.save(&key, &secret_record(6)),
+        Err(StoreError::UnsupportedVersion { .. })
+    ));
+    assert_eq!(db.raw_record("k").as_deref(), Some(newer));
+
+    // An empty record is a row with nothing stored.
+    db.raw()
+        .execute(
+            "UPDATE chatapp_session_tokens SET record = '' WHERE store_key = 'k'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(store.load(&key).unwrap(), None);
+    store.save(&key, &secret_record(7)).unwrap();
+    assert_eq!(store.load(&key).unwrap(), Some(secret_record(7)));
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let Some(db) = Db::new("schema") else {
+        return;
+    };
+    db.open()
+        .save(&StoreKey::new("k"), &secret_record(1))
+        .unwrap();
+    db.raw()
+        .batch_execute("UPDATE chatapp_session_schema SET version = 99")
+        .unwrap();
+    match PostgresStore::connect(&db.conninfo) {
+        Err(StoreError::UnsupportedVersion {
+            found, supported, ..
+        }) => assert_eq!((found, supported), (99, 1)),
+        other => panic!("connect gave {other:?}"),
+    }
+    assert_eq!(
+        db.raw_record("k").as_deref(),
+        Some(chatapp_session::store::encode_record(&secret_record(1)).as_str())
+    );
+    let version: i32 = db
+        .raw()
+        .query_one("SELECT version FROM chatapp_session_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 99, "the schema version was changed");
+}
+
+#[test]
+fn a_lock_dropped_without_saving_leaves_no_row_and_frees_the_lock() {
+    let Some(db) = Db::new("rollback") else {
+        return;
+    };
+    let name = unique("app");
+    let store = PostgresStore::connect(&db.named(&name)).unwrap();
+    let key = StoreKey::new("k");
+    let guard = store.lock(&key).unwrap();
+    drop(guard);
+    assert_eq!(
+        db.raw_record("k"),
+        None,
+        "the placeholder row was committed"
+    );
+    store.save(&key, &secret_record(1)).unwrap();
+    drop(store.lock(&key).unwrap());
+    // Another store takes the lock at once: no transaction was left open.
+    let other = PostgresStore::connect(&db.named(&name))
+        .unwrap()
+        .with_lock_timeout(Duration::from_millis(100));
+    other.save(&key, &secret_record(2)).unwrap();
+    assert_eq!(store.load(&key).unwrap(), Some(secret_record(2)));
+    let idle_in_transaction: i64 = db
+        .raw()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(idle_in_transaction, 0);
+}
+
+#[test]
+fn load_does_not_wait_for_a_lock_holder() {
+    let Some(db) = Db::new("load") else { return };
+    let store = db.open();
+    let key = StoreKey::new("k");
+    store.save(&key, &secret_record(1)).unwrap();
+    let mut guard = store.lock(&key).unwrap();
+    assert_eq!(guard.load().unwrap(), Some(secret_record(1)));
+    // Same store, another thread: the second connection answers while the lock is held.
+    thread::scope(|s| {
+        let loaded = s.spawn(|| store.load(&key).unwrap()).join().unwrap();
+        assert_eq!(loaded, Some(secret_record(1)));
+    });
+    // Another store (as another machine would): the same.
+    assert_eq!(db.open().load(&key).unwrap(), Some(secret_record(1)));
+    guard.save(&secret_record(2)).unwrap();
+    // A save after a save takes the lock again.
+    guard.save(&secret_record(3)).unwrap();
+    assert_eq!(guard.load().unwrap(), Some(secret_record(3)));
+    drop(guard);
+    assert_eq!(store.load(&key).unwrap(), Some(secret_record(3)));
+}
+
+#[test]
+fn a_lock_held_elsewhere_past_the_lock_timeout_is_a_lock_timeout() {
+    let Some(db) = Db::new("timeout") else {
+        return;
+    };
+    let key = StoreKey::new("k");
+    let holder = db.open().with_lock_timeout(Duration::from_millis(300));
+    holder.save(&key, &secret_record(1)).unwrap();
+    let guard = holder.lock(&key).unwrap();
+
+    // Another connection (another process or machine): PostgreSQL's lock_timeout.
+    let waiter = db.open().with_lock_timeout(Duration::from_millis(200));
+    assert_eq!(waiter.lock_timeout(), Duration::from_millis(200));
+    let asked = Instant::now();
+    match waiter.lock(&key) {
+        Err(e @ StoreError::LockTimeout { waited, .. }) => {
+            assert_eq!(waited, Duration::from_millis(200));
+            let elapsed = asked.elapsed();
+            assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+            assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+            assert!(e.to_string().contains("postgres"), "{e}");
+        }
+        Err(other) => panic!("lock gave {other:?}"),
+        Ok(_) => panic!("lock was granted while another connection held it"),
+    }
+    assert!(matches!(
+        waiter.save(&key, &secret_record(2)),
+        Err(StoreError::LockTimeout { .. })
+    ));
+    // A key nobody holds is free.
+    waiter
+        .save(&StoreKey::new("free"), &secret_record(3))
+        .unwrap();
+    // A key never written, held elsewhere (its placeholder row not yet committed): the same.
+    let fresh = StoreKey::new("fresh");
+    let fresh_holder = db.open();
+    let fresh_guard = fresh_holder.lock(&fresh).unwrap();
+    assert!(matches!(
+        waiter.lock(&fresh),
+        Err(StoreError::LockTimeout { .. })
+    ));
+    drop(fresh_guard);
+    // Another thread of the holder's process: the store's own wait, bounded the same way.
+    thread::scope(|s| {
+        let result = s.spawn(|| holder.lock(&key).map(drop)).join().unwrap();
+        assert!(
+            matches!(result, Err(StoreError::LockTimeout { waited, .. }) if waited == Duration::from_millis(300)),
+            "{result:?}"
+        );
+    });
+
+    drop(guard);
+    waiter.save(&key, &secret_record(2)).unwrap();
+    assert_eq!(holder.load(&key).unwrap(), Some(secret_record(2)));
+    // A zero timeout still waits a little (PostgreSQL reads 0 as "forever").
+    assert_eq!(
+        db.open().with_lock_timeout(Duration::ZERO).lock_timeout(),
+        Duration::from_millis(1)
+    );
+    assert!(
+        db.open()
+            .with_lock_timeout(Duration::from_secs(u64::MAX))
+            .lock_timeout()
+            < Duration::from_secs(30 * 24 * 3600)
+    );
+}
+
+#[test]
+fn a_broken_connection_is_opened_again() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let Some(db) = Db::new("reconnect") else {
+        return;
+    };
+    let name = unique("app");
+    let store = PostgresStore::connect(&db.named(&name)).unwrap();
+    let key = StoreKey::new("k");
+    store.save(&key, &secret_record(1)).unwrap();
+
+    db.kill_connections(&name);
+    assert_eq!(store.load(&key).unwrap(), Some(secret_record(1)));
+    db.kill_connections(&name);
+    store.save(&key, &secret_record(2)).unwrap();
+    db.kill_connections(&name);
+    let mut guard = store.lock(&key).unwrap();
+    assert_eq!(guard.load().unwrap(), Some(secret_record(2)));
+    guard.save(&secret_record(3)).unwrap();
+    drop(guard);
+    assert_eq!(db.open().load(&key).unwrap(), Some(secret_record(3)));
+}
+
+#[test]
+fn a_holder_whose_connection_dies_releases_the_lock_and_saves_nothing() {
+    let Some(db) = Db::new("holderdies") else {
+        return;
+    };
+    let name = unique("app");
+    let store = PostgresStore::connect(&db.named(&name)).unwrap();
+    let key = StoreKey::new("k");
+    store.save(&key, &secret_record(1)).unwrap();
+    let mut guard = store.lock(&key).unwrap();
+    db.kill_connections(&name);
+
+    // The lock went with the connection: another store takes it at once.
+    let other = db.open().with_lock_timeout(Duration::from_secs(5));
+    let mut other_guard = other.lock(&key).unwrap();
+    assert_eq!(other_guard.load().unwrap(), Some(secret_record(1)));
+    other_guard.save(&secret_record(2)).unwrap();
+    drop(other_guard);
+
+    // The first holder cannot save any more (it no longer holds the lock), and says so.
+    match guard.save(&secret_record(9)) {
+        Err(e @ StoreError::Backend { .. }) => assert!(!e.to_string().contains("SECRET"), "{e}"),
+        other => panic!("a save without the lock gave {other:?}"),
+    }
+    drop(guard);
+    assert_eq!(store.load(&key).unwrap(), Some(secret_record(2)));
+    // The store connects again for the next lock.
+    store.save(&key, &secret_record(3)).unwrap();
+    assert_eq!(other.load(&key).unwrap(), Some(secret_record(3)));
+}
+
+#[test]
+fn lock_waits_for_another_process() {
+    let Some(db) = Db::new("xhold") else { return };
+    let store = db.open();
+    common::lock_waits_for_other_process(&store, Path::new(&db.conninfo));
+}
+
+#[test]
+fn a_killed_holder_releases_the_lock() {
+    let Some(db) = Db::new("xkill") else { return };
+    drop(db.open());
+    common::killed_child_releases_lock(open_path, Path::new(&db.conninfo));
+}
+
+#[test]
+fn two_processes_increment_without_losing_updates() {
+    let Some(db) = Db::new("xinc") else { return };
+    let store = db.open();
+    common::two_processes_increment(&store, Path::new(&db.conninfo));
+}
+
+#[test]
+fn tls_verifies_the_server_certificate() {
+    let Some(db) = Db::new("tls") else { return };
+    let Ok(ca) = std::env::var(CA_ENV) else {
+        eprintln!("skipped: no {CA_ENV} (the CA of the test server's certificate)");
+        return;
+    };
+    let key = StoreKey::new("k");
+    for (mode, host) in [
+        ("verify-full", "127.0.0.1"),
+        ("verify-full", "localhost"),
+        ("require", "127.0.0.1"),
+        ("verify-ca", "localhost"),
+    ] {
+        let name = unique("tls");
+        let conninfo = format!(
+            "{} host={host} application_name={name} sslmode={mode} sslrootcert='{ca}'",
+            db.conninfo
+        );
+        let store = PostgresStore::connect(&conninfo).unwrap();
+        store.save(&key, &secret_record(1)).unwrap();
+        assert_eq!(store.load(&key).unwrap(), Some(secret_record(1)));
+        let all_tls: Option<bool> = db
+            .raw()
+            .query_one(
+                "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = $1",
+                &[&name],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            all_tls,
+            Some(true),
+            "{mode} {host}: a connection without TLS"
+        );
+    }
+    // Without our CA the certificate is not trusted: TLS is verified, never just "on".
+    for mode in ["require", "verify-full"] {
+        match PostgresStore::connect(&format!("{} sslmode={mode}", db.conninfo)) {
+            Err(e @ StoreError::Unavailable { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("TLS") || text.contains("certificate"),
+                    "{text}"
+                );
+            }
+            other => panic!("{mode} with an unknown CA gave {other:?}"),
+        }
+    }
+    // A name the certificate does not carry (the same server, reached by address).
+    match PostgresStore::connect(&format!(
+        "{} host=chatapp-session.invalid hostaddr=127.0.0.1 sslmode=verify-full sslrootcert='{ca}'",
+        db.conninfo
+    )) {
+        Err(e @ StoreError::Unavailable { .. }) => {
+            assert!(e.to_string().contains("certificate"), "{e}")
+        }
+        other => panic!("a wrong host name gave {other:?}"),
+    }
+    // A CA file that is not there.
+    match PostgresStore::connect(&format!(
+        "{} sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+        db.conninfo
+    )) {
+        Err(e @ StoreError::Backend { .. }) => {
+            assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}")
+        }
+        other => panic!("a missing sslrootcert gave {other:?}"),
+    }
+}
+
+// --- 12 processes x 4 threads on one dead access token: one refresh -------------------------
+
+const CROWD_CHILD: &str = "CHATAPP_PG_CROWD_CHILD";
+const CROWD_DB: &str = "CHATAPP_PG_CROWD_DB";
+const CROWD_BASE: &str = "CHATAPP_PG_CROWD_BASE";
+const CROWD_GO: &str = "CHATAPP_PG_CROWD_GO";
+const PROCESSES: usize = 12;
+const THREADS: usize = 4;
+
+fn crowd_session(conninfo: &str, base_url: &str) -> Session {
+    Session::builder()
+        .credentials(Credentials::new(
+            DEFAULT_EMAIL,
+            DEFAULT_PASSWORD,
+            DEFAULT_APP_ID,
+        ))
+        .store(PostgresStore::connect(conninfo).unwrap())
+        .base_url(base_url)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The crowd's child: loads the stored pair, waits for the go file, then 4 threads call at
+/// once; prints one line per result.
+#[test]
+fn crowd_child_process() {
+    if std::env::var_os(CROWD_CHILD).is_none() {
+        return;
+    }
+    let conninfo = std::env::var(CROWD_DB).unwrap();
+    let base = std::env::var(CROWD_BASE).unwrap();
+    let go = std::env::var(CROWD_GO).unwrap();
+    let session = crowd_session(&conninfo, &base);
+    // Load the stored pair now: every thread then starts with the dead access token.
+    session.access_token().unwrap();
+    println!("ready");
+    while !Path::new(&go).exists() {
+        thread::sleep(Duration::from_millis(2));
+    }
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (session, barrier) = (session.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                session.request("GET", "/v1/licenses", None)
+            })
+        })
+        .collect();
+    for h in handles {
+        match h.join().unwrap() {
+            Ok(_) => println!("result ok"),
+            Err(e) => println!("result error {e}"),
+        }
+    }
+}
+
+#[test]
+fn twelve_processes_on_a_dead_token_refresh_once() {
+    let Some(db) = Db::new("crowd") else { return };
+    let server = FakeChatApp::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    // One make, saved to the shared database; then the server kills every access token.
+    crowd_session(&db.conninfo, &server.base_url())
+        .access_token()
+        .unwrap();
+    server.revoke_access_tokens();
+    server.reset_counters();
+
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "crowd_child_process",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CROWD_CHILD, "1")
+                .env(CROWD_DB, &db.conninfo)
+                .env(CROWD_BASE, server.base_url())
+                .env(CROWD_GO, &go)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Wait until every child has built its session, then let them all go at once.
+    let mut readers: Vec<_> = children
+        .iter_mut()
+        .map(|c| BufReader::new(c.stdout.take().unwrap()))
+        .collect();
+    for reader in &mut readers {
+        let mut line = String::new();
+        while !line.contains("ready") {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "child died before ready"
+            );
+        }
+    }
+    std::fs::write(&go, b"go").unwrap();
+    let mut results = Vec::new();
+    for (child, reader) in children.iter_mut().zip(readers) {
+        for line in reader.lines() {
+            let line = line.unwrap();
+            if let Some(result) = line.strip_prefix("result ") {
+                results.push(result.to_owned());
+            }
+        }
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(results.len(), PROCESSES * THREADS, "{results:?}");
+    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
+    let c = server.counters();
+    assert_eq!(
+        (c.refreshes, c.refreshes_rejected, c.makes),
+        (1, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(c.invalid_token_replies as usize, PROCESSES * THREADS);
+    // The refreshed pair is what the database holds.
+    let stored = db
+        .open()
+        .load(&StoreKey::for_account(
+            &server.base_url(),
+            DEFAULT_EMAIL,
+            DEFAULT_APP_ID,
+        ))
+        .unwrap();
+    assert!(stored.is_some_and(|r: StoredRecord| r.pair.is_some()));
+}
+
+/// The in-process single flight of [`TokenStore::lock`] with a channel: a second thread's
+/// `lock` returns only after the first guard is dropped (also covered by the conformance
+/// suite; here with a lock timeout shorter than the hold to show the wait is not bounded by
+/// a stale setting once the holder releases in time).
+#[test]
+fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
+    let Some(db) = Db::new("handover") else {
+        return;
+    };
+    let key = StoreKey::new("k");
+    let holder = db.open();
+    let waiter = db.open().with_lock_timeout(Duration::from_secs(10));
+    let guard = holder.lock(&key).unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut g = waiter.lock(&key).unwrap();
+            let _ = tx.send(Instant::now());
+            g.save(&secret_record(1)).unwrap();
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        let released = Instant::now();
+        drop(guard);
+        let acquired = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(acquired >= released);
+    });
+    assert_eq!(holder.load(&key).unwrap(), Some(secret_record(1)));
+}
