@@ -2,9 +2,15 @@
 //! start of an application: a new `Session` on a `FileStore` that holds a far-future pair, up
 //! to its first usable token, with no network call.
 //!
-//! `cargo bench --all-features --bench stores` (the keyring needs a session bus: run it
-//! under `.ci/keyring-env`). A store whose feature is off, or whose service is absent, is
+//! `cargo bench --all-features --bench stores`. The keyring needs a session bus with an
+//! unlocked Secret Service (and, for keyutils, a session keyring): run the bench under
+//! `.ci/keyring-env`. PostgreSQL is measured when `CHATAPP_TEST_POSTGRES` names a server
+//! (`.ci/postgres-env` sets it). A store whose feature is off, or whose service is absent, is
 //! skipped with a note.
+//!
+//! The keyring entry and the PostgreSQL row are kept under the key `chatapp-session-bench`
+//! (service `chatapp-session-bench` in the keyring), overwritten by every run and cleared at
+//! its end.
 
 mod common;
 
@@ -34,11 +40,14 @@ fn record(n: i64) -> StoredRecord {
     }
 }
 
+/// The key (and keyring service) the bench writes under.
+const BENCH_KEY: &str = "chatapp-session-bench";
+
 /// Rows for `load` and `save` of `store`, `iters` calls per batch. Saves alternate between
 /// two records, so that every save changes what is stored (SQLite skips writing a row that
 /// is unchanged, and so would not touch the disk).
 fn load_and_save(name: &str, store: &dyn TokenStore, iters: u64) {
-    let key = StoreKey::new("bench");
+    let key = StoreKey::new(BENCH_KEY);
     let records = [record(0), record(1)];
     store.save(&key, &records[0]).unwrap();
     assert_eq!(store.load(&key).unwrap().as_ref(), Some(&records[0]));
@@ -51,6 +60,7 @@ fn load_and_save(name: &str, store: &dyn TokenStore, iters: u64) {
         })
     });
     assert_eq!(store.load(&key).unwrap().as_ref(), Some(&records[n % 2]));
+    store.clear(&key).unwrap();
     for (op, ns) in [("load", load), ("save", save)] {
         print_row(&Row {
             name: format!("{name} {op}"),
@@ -65,7 +75,7 @@ fn load_and_save(name: &str, store: &dyn TokenStore, iters: u64) {
 fn cold_start(path: &Path) -> AccessToken {
     let session = Session::builder()
         .store(chatapp_session::store::FileStore::new(path))
-        .store_key("bench")
+        .store_key(BENCH_KEY)
         .base_url(NO_SERVER)
         .build()
         .unwrap();
@@ -90,11 +100,27 @@ fn main() {
     #[cfg(not(feature = "sqlite"))]
     println!("note: sqlite skipped: the `sqlite` feature is off");
 
-    println!("note: keyring skipped: KeyringStore is not in this build");
+    #[cfg(feature = "keyring")]
+    keyrings();
+    #[cfg(not(feature = "keyring"))]
+    println!("note: keyring skipped: the `keyring` feature is off");
+
+    #[cfg(feature = "postgres")]
+    match std::env::var("CHATAPP_TEST_POSTGRES") {
+        Ok(conninfo) if !conninfo.trim().is_empty() => {
+            let postgres = chatapp_session::store::PostgresStore::connect(&conninfo)
+                .expect("connect to CHATAPP_TEST_POSTGRES");
+            load_and_save("postgres (loopback)", &postgres, 10);
+        }
+        _ => println!("note: postgres skipped: CHATAPP_TEST_POSTGRES is not set"),
+    }
+    #[cfg(not(feature = "postgres"))]
+    println!("note: postgres skipped: the `postgres` feature is off");
 
     print_header("cold start: new Session on a FileStore with a far-future pair -> access_token()");
-    // The file store above holds the pair under "bench"; the floor is reading it once.
-    let key = StoreKey::new("bench");
+    // The floor: reading the stored pair once, which a cold start cannot avoid.
+    let key = StoreKey::new(BENCH_KEY);
+    file.save(&key, &record(0)).unwrap();
     let (c, f) = interleave(
         ROUNDS * 3,
         || batch(10, || cold_start(&file_path)),
@@ -112,4 +138,26 @@ fn main() {
         floor_ns: Some(f),
         goal: None,
     });
+}
+
+/// The keyring's two Linux backends (the platform's store elsewhere), each skipped with a
+/// note when it cannot be used here.
+#[cfg(feature = "keyring")]
+fn keyrings() {
+    use chatapp_session::store::{KeyringBackend, KeyringStore};
+
+    let mut backends = vec![("keyring (Secret Service)", KeyringBackend::Native)];
+    #[cfg(target_os = "linux")]
+    backends.push(("keyring (keyutils)", KeyringBackend::LinuxKeyutils));
+    for (name, backend) in backends {
+        let store = KeyringStore::with_backend(BENCH_KEY, backend);
+        // A save too: a locked or missing collection shows only then.
+        let usable = store
+            .connect()
+            .and_then(|()| store.save(&StoreKey::new(BENCH_KEY), &record(0)));
+        match usable {
+            Ok(()) => load_and_save(name, &store, 5),
+            Err(e) => println!("note: {name} skipped (run under .ci/keyring-env): {e}"),
+        }
+    }
 }
