@@ -9,13 +9,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use chatapp_session::store::{MemoryStore, StoreKey, StoredRecord, TokenStore};
-use chatapp_session::{AccessToken, RefreshToken, Session, TokenPair};
-use common::{batch, batch_threads, interleave, print_header, print_row, Row};
+use chatapp_session::store::{MemoryStore, StoreKey, TokenStore};
+use chatapp_session::Session;
+use common::{
+    batch, batch_threads, far_future_record, interleave, print_header, print_row, Row, NO_SERVER,
+};
 use parking_lot::Mutex;
 
-/// A far-future end time (2096), so the pair stays usable for the whole run.
-const FAR_FUTURE: i64 = 4_000_000_000;
 /// Short batches, many rounds: a batch rarely meets a preemption, and the median drops those
 /// that do.
 const ROUNDS: usize = 401;
@@ -24,31 +24,17 @@ const ITERS: u64 = 20_000;
 const THREAD_ROUNDS: usize = 61;
 const THREAD_ITERS: u64 = 20_000;
 
-/// A session on a memory store holding a far-future pair, its cache warmed by one call.
-/// The base URL is a closed loopback port: a network call would fail, not pass unnoticed.
+/// A session on a memory store holding a far-future pair, its cache warmed by one call, its
+/// base URL a closed port.
 fn warm_session() -> Session {
     let store = MemoryStore::new();
-    let key = StoreKey::new("bench");
-    let pair = TokenPair {
-        access: AccessToken::new("a".repeat(64)),
-        access_expires_at: FAR_FUTURE,
-        refresh: RefreshToken::new("r".repeat(64)),
-        refresh_expires_at: FAR_FUTURE,
-        cabinet_user_id: 1,
-    };
     store
-        .save(
-            &key,
-            &StoredRecord {
-                pair: Some(pair),
-                makes: Vec::new(),
-            },
-        )
+        .save(&StoreKey::new("bench"), &far_future_record(0))
         .unwrap();
     let session = Session::builder()
         .store(store)
         .store_key("bench")
-        .base_url("http://127.0.0.1:9")
+        .base_url(NO_SERVER)
         .build()
         .unwrap();
     session.access_token().expect("the stored pair is usable");

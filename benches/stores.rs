@@ -16,29 +16,13 @@ mod common;
 
 use std::path::Path;
 
-use chatapp_session::store::{MemoryStore, StoreKey, StoredRecord, TokenStore};
-use chatapp_session::{AccessToken, RefreshToken, Session, TokenPair};
-use common::{batch, interleave, measure, print_header, print_row, Row};
+use chatapp_session::store::{MemoryStore, StoreKey, TokenStore};
+use chatapp_session::{AccessToken, Session};
+use common::{
+    batch, far_future_record, interleave, measure, print_header, print_row, Row, NO_SERVER,
+};
 
-/// A far-future end time (2096): the stored pair stays usable for the whole run.
-const FAR_FUTURE: i64 = 4_000_000_000;
 const ROUNDS: usize = 31;
-/// A closed loopback port: a session that tried the network would fail, not pass unnoticed.
-const NO_SERVER: &str = "http://127.0.0.1:9";
-
-/// A record with a far-future pair; `n` varies its ledger.
-fn record(n: i64) -> StoredRecord {
-    StoredRecord {
-        pair: Some(TokenPair {
-            access: AccessToken::new("a".repeat(64)),
-            access_expires_at: FAR_FUTURE,
-            refresh: RefreshToken::new("r".repeat(64)),
-            refresh_expires_at: FAR_FUTURE,
-            cabinet_user_id: 14545,
-        }),
-        makes: vec![1_750_000_000 + n],
-    }
-}
 
 /// The key (and keyring service) the bench writes under.
 const BENCH_KEY: &str = "chatapp-session-bench";
@@ -48,7 +32,7 @@ const BENCH_KEY: &str = "chatapp-session-bench";
 /// is unchanged, and so would not touch the disk).
 fn load_and_save(name: &str, store: &dyn TokenStore, iters: u64) {
     let key = StoreKey::new(BENCH_KEY);
-    let records = [record(0), record(1)];
+    let records = [far_future_record(0), far_future_record(1)];
     store.save(&key, &records[0]).unwrap();
     assert_eq!(store.load(&key).unwrap().as_ref(), Some(&records[0]));
     let load = measure(ROUNDS, || batch(iters, || store.load(&key).unwrap()));
@@ -120,7 +104,7 @@ fn main() {
     print_header("cold start: new Session on a FileStore with a far-future pair -> access_token()");
     // The floor: reading the stored pair once, which a cold start cannot avoid.
     let key = StoreKey::new(BENCH_KEY);
-    file.save(&key, &record(0)).unwrap();
+    file.save(&key, &far_future_record(0)).unwrap();
     let (c, f) = interleave(
         ROUNDS * 3,
         || batch(10, || cold_start(&file_path)),
@@ -154,7 +138,7 @@ fn keyrings() {
         // A save too: a locked or missing collection shows only then.
         let usable = store
             .connect()
-            .and_then(|()| store.save(&StoreKey::new(BENCH_KEY), &record(0)));
+            .and_then(|()| store.save(&StoreKey::new(BENCH_KEY), &far_future_record(0)));
         match usable {
             Ok(()) => load_and_save(name, &store, 5),
             Err(e) => println!("note: {name} skipped (run under .ci/keyring-env): {e}"),

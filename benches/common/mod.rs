@@ -8,6 +8,29 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use chatapp_session::store::StoredRecord;
+use chatapp_session::{AccessToken, RefreshToken, TokenPair};
+
+/// A closed loopback port: a session that tried the network would fail, not pass unnoticed.
+pub const NO_SERVER: &str = "http://127.0.0.1:9";
+/// A far-future end time (2096): a pair that ends then stays usable for the whole run.
+pub const FAR_FUTURE: i64 = 4_000_000_000;
+
+/// A stored record with a far-future pair (64-character tokens, as ChatApp's are); `n`
+/// varies its make ledger.
+pub fn far_future_record(n: i64) -> StoredRecord {
+    StoredRecord {
+        pair: Some(TokenPair {
+            access: AccessToken::new("a".repeat(64)),
+            access_expires_at: FAR_FUTURE,
+            refresh: RefreshToken::new("r".repeat(64)),
+            refresh_expires_at: FAR_FUTURE,
+            cabinet_user_id: 14545,
+        }),
+        makes: vec![1_750_000_000 + n],
+    }
+}
+
 /// One line of the table.
 pub struct Row {
     pub name: String,
