@@ -138,11 +138,11 @@ pub static LONELY_BATCHES: AtomicUsize = AtomicUsize::new(0);
 /// and all stop when the first is done. On a machine whose cores are busy with other work,
 /// the threads often do not run side by side at all (one runs its batch while the other waits
 /// for a core: nothing contends), so a try counts only when every thread did at least a
-/// quarter of the calls of the busiest one; up to 200 tries, else the last one is taken and
-/// counted in [`LONELY_BATCHES`].
+/// quarter of the calls of the busiest one; up to 100 tries (which keeps the bench within
+/// a minute or so), else the last one is taken and counted in [`LONELY_BATCHES`].
 pub fn batch_threads<T>(threads: usize, iters: u64, op: impl Fn() -> T + Sync) -> f64 {
     let mut last = 0.0;
-    for _ in 0..200 {
+    for _ in 0..100 {
         let runs = run_threads(threads, iters, &op);
         let time: Duration = runs.iter().map(|r| r.0).sum();
         let calls: Vec<u64> = runs.iter().map(|r| r.1).collect();
