@@ -849,7 +849,13 @@ fn twelve_processes_on_a_dead_token_refresh_once() {
         (1, 0, 0),
         "{c:?}"
     );
-    assert_eq!(c.invalid_token_replies as usize, PROCESSES * THREADS);
+    // Every process starts with the dead token, so each meets at least one refusal; a thread
+    // that the scheduler starts after its process adopted the fresh pair sends that instead.
+    let refused = c.invalid_token_replies as usize;
+    assert!(
+        (PROCESSES..=PROCESSES * THREADS).contains(&refused),
+        "{refused} invalid-token replies: {c:?}"
+    );
     // The refreshed pair is what the database holds.
     let stored = db
         .open()
