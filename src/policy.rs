@@ -158,6 +158,20 @@ impl Policy {
         access_end.min(refresh_due_at)
     }
 
+    /// [`usable_until`](Self::usable_until) for a pair the server issued at `now`. If its
+    /// refresh token is already [due](Self::refresh_due) (a server whose refresh tokens live
+    /// less than `refresh_ahead_secs`, or that does not extend them on refresh), another
+    /// refresh would bring no longer one: such a pair is used until its access token ends,
+    /// so that refreshing ahead never turns into a refresh on every call.
+    pub fn fresh_usable_until(&self, now: i64, pair: &TokenPair) -> i64 {
+        if self.refresh_due(now, pair) {
+            pair.access_expires_at
+                .saturating_sub(self.expiry_margin_secs)
+        } else {
+            self.usable_until(pair)
+        }
+    }
+
     /// The state of the quota at `now` given the make ledger.
     pub fn quota(&self, now: i64, makes: &[i64]) -> Quota {
         let start = now - QUOTA_WINDOW_SECS;
@@ -271,6 +285,19 @@ mod tests {
         };
         assert!(custom.access_usable(T0 + DAY - 1, &fresh));
         assert!(!custom.access_usable(T0 + DAY, &fresh));
+    }
+
+    #[test]
+    fn a_fresh_pair_already_due_is_used_until_its_access_ends() {
+        let p = Policy::default();
+        // The server's refresh tokens live 12 h: due from the start.
+        let short = pair("a", T0 + 3_600, T0 + DAY / 2);
+        assert!(p.refresh_due(T0, &short));
+        assert_eq!(p.usable_until(&short), T0 + 1 - DAY / 2);
+        assert_eq!(p.fresh_usable_until(T0, &short), T0 + 3_600 - 60);
+        // A fresh pair with a long refresh token: the ordinary rule.
+        let long = pair("a", T0 + DAY, T0 + 14 * DAY);
+        assert_eq!(p.fresh_usable_until(T0, &long), p.usable_until(&long));
     }
 
     #[test]

@@ -376,12 +376,20 @@ impl Inner {
         record.pair = Some(pair);
         guard.save(record)?;
         let pair = record.pair.take().ok_or(Error::CredentialsRequired)?;
-        Ok(self.adopt(pair))
+        let until = self.policy.fresh_usable_until(now, &pair);
+        Ok(self.adopt_until(pair, until))
     }
 
+    /// Makes a stored pair the one in use.
     fn adopt(&self, pair: TokenPair) -> AccessToken {
+        let until = self.policy.usable_until(&pair);
+        self.adopt_until(pair, until)
+    }
+
+    /// Makes `pair` the one in use until `until` (unix seconds).
+    fn adopt_until(&self, pair: TokenPair, until: i64) -> AccessToken {
         let current = Current {
-            usable_until: Deadline::at(self.policy.usable_until(&pair)),
+            usable_until: Deadline::at(until),
             access: pair.access,
         };
         let access = current.access.clone();

@@ -144,16 +144,21 @@ fn a_dead_refresh_token_falls_back_to_make() {
     assert_eq!(session.status().unwrap().makes_last_24h, 2);
 }
 
-#[test]
-fn a_refresh_token_past_its_end_goes_straight_to_make() {
-    let clock = ManualClock::new(1_800_000_000);
-    let server = FakeChatApp::builder().clock(clock.clone()).start().unwrap();
-    let session = Session::builder()
+/// A session and a server that share one manual clock.
+fn on_clock(server: &FakeChatApp, clock: &ManualClock) -> Session {
+    Session::builder()
         .credentials(server.credentials())
         .base_url(server.base_url())
         .clock(clock.clone())
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_refresh_token_past_its_end_goes_straight_to_make() {
+    let clock = ManualClock::new(1_800_000_000);
+    let server = FakeChatApp::builder().clock(clock.clone()).start().unwrap();
+    let session = on_clock(&server, &clock);
     session.access_token().unwrap();
     clock.advance(15 * DAY);
     session.access_token().unwrap();
@@ -165,17 +170,75 @@ fn a_refresh_token_past_its_end_goes_straight_to_make() {
 fn client_side_expiry_refreshes_without_a_refused_call() {
     let clock = ManualClock::new(1_800_000_000);
     let server = FakeChatApp::builder().clock(clock.clone()).start().unwrap();
-    let session = Session::builder()
-        .credentials(server.credentials())
-        .base_url(server.base_url())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let session = on_clock(&server, &clock);
     session.request("GET", "/v1/licenses", None).unwrap();
     clock.advance(DAY - 30); // inside the 60 s margin
     session.request("GET", "/v1/licenses", None).unwrap();
     let c = server.counters();
     assert_eq!((c.makes, c.refreshes, c.invalid_token_replies), (1, 1, 0));
+}
+
+#[test]
+fn a_refresh_token_ending_within_a_day_is_renewed_on_use() {
+    // A server whose access tokens outlive its refresh tokens (20 days against 14): without
+    // renewal on use, an application active every day would have to make on day 20.
+    let clock = ManualClock::new(1_800_000_000);
+    let server = FakeChatApp::builder()
+        .clock(clock.clone())
+        .access_lifetime(20 * DAY)
+        .refresh_lifetime(14 * DAY)
+        .start()
+        .unwrap();
+    let session = on_clock(&server, &clock);
+    session.request("GET", "/v1/licenses", None).unwrap();
+    // A call every 20 hours. The refresh token (336 h) has less than a day left at step 16
+    // (320 h, 16 h left), and each renewal gives 336 h more: renewed at steps 16, 32, 48.
+    for step in 1..=48 {
+        clock.advance(20 * 3_600);
+        session.request("GET", "/v1/licenses", None).unwrap();
+        assert_eq!(server.counters().refreshes, step / 16, "step {step}");
+    }
+    let c = server.counters();
+    assert_eq!(
+        (
+            c.makes,
+            c.refreshes,
+            c.refreshes_rejected,
+            c.invalid_token_replies
+        ),
+        (1, 3, 0, 0)
+    );
+}
+
+#[test]
+fn short_refresh_tokens_cause_no_refresh_on_every_call() {
+    // A server whose refresh tokens live 12 h: every pair is "due" for renewal from birth.
+    let clock = ManualClock::new(1_800_000_000);
+    let server = FakeChatApp::builder()
+        .clock(clock.clone())
+        .access_lifetime(3_600)
+        .refresh_lifetime(DAY / 2)
+        .start()
+        .unwrap();
+    let session = on_clock(&server, &clock);
+    for _ in 0..20 {
+        session.request("GET", "/v1/licenses", None).unwrap();
+    }
+    let c = server.counters();
+    assert_eq!(
+        (c.makes, c.refreshes),
+        (1, 0),
+        "no refresh while the access token lives"
+    );
+    // Each access lifetime costs one refresh, no more.
+    for hour in 1..=5 {
+        clock.advance(3_600);
+        for _ in 0..10 {
+            session.request("GET", "/v1/licenses", None).unwrap();
+        }
+        assert_eq!(server.counters().refreshes, hour);
+    }
+    assert_eq!(server.counters().refreshes_rejected, 0);
 }
 
 #[test]
