@@ -1,0 +1,110 @@
+//! Crowds of `chatapp` CLI processes on one store: after one login, the server kills the
+//! access token, and 8 CLI processes started at once all call the API. The strict-rotation
+//! FakeChatApp must see exactly one refresh, no rejected refresh and no further make, for
+//! each durable store.
+
+mod support;
+
+use std::thread;
+
+use chatapp_session::testing::FakeChatApp;
+use support::Cli;
+
+const CROWD: usize = 8;
+
+fn crowd_on(store: &str) {
+    crowd_with_env(store, &[]);
+}
+
+/// The crowd, passing the named variables of this process's environment to the CLI (whose
+/// environment is otherwise clean).
+fn crowd_with_env(store: &str, pass: &[&str]) {
+    let server = FakeChatApp::start().unwrap();
+    let mut cli = Cli::new(&server, store);
+    for name in pass {
+        if let Ok(value) = std::env::var(name) {
+            cli = cli.with_env(name, &value);
+        }
+    }
+    cli.run(&["login"]).expect_code(0, "login");
+    for round in 1..=3 {
+        server.revoke_access_tokens();
+        let runs: Vec<_> = (0..CROWD)
+            .map(|_| {
+                let cli = cli.clone();
+                thread::spawn(move || cli.run(&["call", "GET", "/v1/licenses"]))
+            })
+            .collect();
+        for run in runs {
+            let run = run.join().unwrap();
+            run.expect_code(0, store);
+            assert!(run.stdout.contains("licenseId"), "{}", run.stdout);
+        }
+        let c = server.counters();
+        assert_eq!(
+            (c.makes, c.refreshes, c.refreshes_rejected),
+            (1, round, 0),
+            "{store}, round {round}: {c:?}"
+        );
+    }
+    let status = cli.run(&["status"]);
+    status.expect_code(0, "status");
+    assert!(
+        status.stdout.contains(r#""stored":true"#),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn a_crowd_of_cli_processes_on_a_file_store_refreshes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    crowd_on(&format!("file:{}", dir.path().join("s.json").display()));
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_crowd_of_cli_processes_on_a_sqlite_store_refreshes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    crowd_on(&format!("sqlite:{}", dir.path().join("s.db").display()));
+}
+
+#[cfg(feature = "keyring")]
+#[test]
+fn a_crowd_of_cli_processes_on_the_keyring_refreshes_once() {
+    if std::env::var_os("CHATAPP_SKIP_KEYRING_TESTS").is_some() {
+        eprintln!("CHATAPP_SKIP_KEYRING_TESTS is set: skipped");
+        return;
+    }
+    assert!(
+        std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
+        "no session bus: run the suite as `bash .ci/test` (or set CHATAPP_SKIP_KEYRING_TESTS=1)"
+    );
+    let service = format!("chatapp-session-crowd-{}", std::process::id());
+    // The CLI processes use this process's session bus and runtime directory (lock files).
+    crowd_with_env(
+        &format!("keyring:{service}"),
+        &[
+            "DBUS_SESSION_BUS_ADDRESS",
+            "XDG_RUNTIME_DIR",
+            "XDG_DATA_HOME",
+            "HOME",
+        ],
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_crowd_of_cli_processes_on_postgresql_refreshes_once() {
+    match std::env::var("CHATAPP_TEST_POSTGRES") {
+        // The store key holds the server's random port: no other run shares the row.
+        Ok(conninfo) => crowd_on(&format!("postgres:{conninfo}")),
+        Err(_) if std::env::var_os("CHATAPP_SKIP_POSTGRES_TESTS").is_some() => {
+            eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped")
+        }
+        Err(_) => panic!(
+            "CHATAPP_TEST_POSTGRES is not set: run the suite as `bash .ci/test` \
+             (or set CHATAPP_SKIP_POSTGRES_TESTS=1)"
+        ),
+    }
+}
