@@ -1,5 +1,5 @@
 //! One refresh across processes: real separate processes (this test binary re-run as a child)
-//! share a durable store and all find the access token dead at once; the strict-rotation
+//! share a durable store (file, SQLite, keyring, PostgreSQL) and all find the access token dead at once; the strict-rotation
 //! FakeChatApp must see exactly one refresh, no rejected refresh and no make.
 
 use std::io::{BufRead, BufReader};
@@ -16,7 +16,6 @@ const CHILD: &str = "CHATAPP_MP_CHILD";
 const STORE: &str = "CHATAPP_MP_STORE";
 const BASE: &str = "CHATAPP_MP_BASE";
 const GO: &str = "CHATAPP_MP_GO";
-const PROCESSES: usize = 8;
 const THREADS: usize = 4;
 
 /// Opens a store from a spec (`file:PATH`, `sqlite:PATH`, `keyring:SERVICE`).
@@ -28,6 +27,8 @@ fn open_store(spec: &str) -> Box<dyn TokenStore> {
         "sqlite" => Box::new(chatapp_session::store::SqliteStore::open(arg).unwrap()),
         #[cfg(feature = "keyring")]
         "keyring" => Box::new(chatapp_session::store::KeyringStore::new(arg)),
+        #[cfg(feature = "postgres")]
+        "postgres" => Box::new(chatapp_session::store::PostgresStore::connect(arg).unwrap()),
         other => panic!("store {other} not built in"),
     }
 }
@@ -80,18 +81,19 @@ fn child_process() {
     }
 }
 
-/// Runs the crowd on `spec` and checks the server's counters.
-fn crowd_refreshes_once(spec: &str) {
+/// Runs a crowd of `processes` x 4 threads on `spec` and checks the server's counters.
+fn crowd_refreshes_once(spec: &str, processes: usize) {
     let server = FakeChatApp::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let go = dir.path().join("go");
     // One make, saved to the shared store; then the server kills every access token.
-    session(spec, &server.base_url()).access_token().unwrap();
+    let seeded = session(spec, &server.base_url());
+    let dead = seeded.access_token().unwrap();
     server.revoke_access_tokens();
     server.reset_counters();
 
     let exe = std::env::current_exe().unwrap();
-    let mut children: Vec<_> = (0..PROCESSES)
+    let mut children: Vec<_> = (0..processes)
         .map(|_| {
             Command::new(&exe)
                 .args([
@@ -136,7 +138,7 @@ fn crowd_refreshes_once(spec: &str) {
         }
         assert!(child.wait().unwrap().success());
     }
-    assert_eq!(results.len(), PROCESSES * THREADS, "{results:?}");
+    assert_eq!(results.len(), processes * THREADS, "{results:?}");
     assert!(results.iter().all(|r| r == "ok"), "{results:?}");
     let c = server.counters();
     assert_eq!(
@@ -148,22 +150,29 @@ fn crowd_refreshes_once(spec: &str) {
     // that the scheduler starts after its process adopted the fresh pair sends that instead.
     let refused = c.invalid_token_replies as usize;
     assert!(
-        (PROCESSES..=PROCESSES * THREADS).contains(&refused),
+        (processes..=processes * THREADS).contains(&refused),
         "{spec}: {refused} invalid-token replies: {c:?}"
+    );
+    // The refreshed pair is what the store holds now.
+    let stored = open_store(spec).load(seeded.store_key()).unwrap();
+    let stored = stored.and_then(|r| r.pair).unwrap();
+    assert_ne!(
+        stored.access, dead,
+        "{spec}: the store still holds the dead pair"
     );
 }
 
 #[test]
 fn eight_processes_on_a_file_store_refresh_once() {
     let dir = tempfile::tempdir().unwrap();
-    crowd_refreshes_once(&format!("file:{}", dir.path().join("s.json").display()));
+    crowd_refreshes_once(&format!("file:{}", dir.path().join("s.json").display()), 8);
 }
 
 #[cfg(feature = "sqlite")]
 #[test]
 fn eight_processes_on_a_sqlite_store_refresh_once() {
     let dir = tempfile::tempdir().unwrap();
-    crowd_refreshes_once(&format!("sqlite:{}", dir.path().join("s.db").display()));
+    crowd_refreshes_once(&format!("sqlite:{}", dir.path().join("s.db").display()), 8);
 }
 
 #[cfg(feature = "keyring")]
@@ -181,5 +190,22 @@ fn eight_processes_on_a_keyring_store_refresh_once() {
             .unwrap()
             .as_nanos()
     );
-    crowd_refreshes_once(&format!("keyring:{service}"));
+    crowd_refreshes_once(&format!("keyring:{service}"), 8);
+}
+
+/// Twelve processes on one PostgreSQL database: the issue's fleet in miniature. The store key
+/// holds the fake server's random port, so no other run shares the row.
+#[cfg(feature = "postgres")]
+#[test]
+fn twelve_processes_on_a_postgres_store_refresh_once() {
+    match std::env::var("CHATAPP_TEST_POSTGRES") {
+        Ok(conninfo) => crowd_refreshes_once(&format!("postgres:{conninfo}"), 12),
+        Err(_) if std::env::var_os("CHATAPP_SKIP_POSTGRES_TESTS").is_some() => {
+            eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped")
+        }
+        Err(_) => panic!(
+            "CHATAPP_TEST_POSTGRES is not set: run the suite as `bash .ci/test` \
+             (or set CHATAPP_SKIP_POSTGRES_TESTS=1)"
+        ),
+    }
 }

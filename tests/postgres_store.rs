@@ -15,17 +15,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatapp_session::store::{conformance, PostgresStore, StoreKey, StoredRecord, TokenStore};
-use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
-use chatapp_session::{Credentials, Session, StoreError};
+use chatapp_session::store::{conformance, PostgresStore, StoreKey, TokenStore};
+use chatapp_session::StoreError;
 
 use common::secret_record;
 
@@ -724,149 +721,7 @@ fn tls_verifies_the_server_certificate() {
     }
 }
 
-// --- 12 processes x 4 threads on one dead access token: one refresh -------------------------
-
-const CROWD_CHILD: &str = "CHATAPP_PG_CROWD_CHILD";
-const CROWD_DB: &str = "CHATAPP_PG_CROWD_DB";
-const CROWD_BASE: &str = "CHATAPP_PG_CROWD_BASE";
-const CROWD_GO: &str = "CHATAPP_PG_CROWD_GO";
-const PROCESSES: usize = 12;
-const THREADS: usize = 4;
-
-fn crowd_session(conninfo: &str, base_url: &str) -> Session {
-    Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
-        .store(PostgresStore::connect(conninfo).unwrap())
-        .base_url(base_url)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// The crowd's child: loads the stored pair, waits for the go file, then 4 threads call at
-/// once; prints one line per result.
-#[test]
-fn crowd_child_process() {
-    if std::env::var_os(CROWD_CHILD).is_none() {
-        return;
-    }
-    let conninfo = std::env::var(CROWD_DB).unwrap();
-    let base = std::env::var(CROWD_BASE).unwrap();
-    let go = std::env::var(CROWD_GO).unwrap();
-    let session = crowd_session(&conninfo, &base);
-    // Load the stored pair now: every thread then starts with the dead access token.
-    session.access_token().unwrap();
-    println!("ready");
-    while !Path::new(&go).exists() {
-        thread::sleep(Duration::from_millis(2));
-    }
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (session, barrier) = (session.clone(), barrier.clone());
-            thread::spawn(move || {
-                barrier.wait();
-                session.request("GET", "/v1/licenses", None)
-            })
-        })
-        .collect();
-    for h in handles {
-        match h.join().unwrap() {
-            Ok(_) => println!("result ok"),
-            Err(e) => println!("result error {e}"),
-        }
-    }
-}
-
-#[test]
-fn twelve_processes_on_a_dead_token_refresh_once() {
-    let Some(db) = Db::new("crowd") else { return };
-    let server = FakeChatApp::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let go = dir.path().join("go");
-    // One make, saved to the shared database; then the server kills every access token.
-    crowd_session(&db.conninfo, &server.base_url())
-        .access_token()
-        .unwrap();
-    server.revoke_access_tokens();
-    server.reset_counters();
-
-    let exe = std::env::current_exe().unwrap();
-    let mut children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "crowd_child_process",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CROWD_CHILD, "1")
-                .env(CROWD_DB, &db.conninfo)
-                .env(CROWD_BASE, server.base_url())
-                .env(CROWD_GO, &go)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    // Wait until every child has built its session, then let them all go at once.
-    let mut readers: Vec<_> = children
-        .iter_mut()
-        .map(|c| BufReader::new(c.stdout.take().unwrap()))
-        .collect();
-    for reader in &mut readers {
-        let mut line = String::new();
-        while !line.contains("ready") {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "child died before ready"
-            );
-        }
-    }
-    std::fs::write(&go, b"go").unwrap();
-    let mut results = Vec::new();
-    for (child, reader) in children.iter_mut().zip(readers) {
-        for line in reader.lines() {
-            let line = line.unwrap();
-            if let Some(result) = line.strip_prefix("result ") {
-                results.push(result.to_owned());
-            }
-        }
-        assert!(child.wait().unwrap().success());
-    }
-    assert_eq!(results.len(), PROCESSES * THREADS, "{results:?}");
-    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
-    let c = server.counters();
-    assert_eq!(
-        (c.refreshes, c.refreshes_rejected, c.makes),
-        (1, 0, 0),
-        "{c:?}"
-    );
-    // Every process starts with the dead token, so each meets at least one refusal; a thread
-    // that the scheduler starts after its process adopted the fresh pair sends that instead.
-    let refused = c.invalid_token_replies as usize;
-    assert!(
-        (PROCESSES..=PROCESSES * THREADS).contains(&refused),
-        "{refused} invalid-token replies: {c:?}"
-    );
-    // The refreshed pair is what the database holds.
-    let stored = db
-        .open()
-        .load(&StoreKey::for_account(
-            &server.base_url(),
-            DEFAULT_EMAIL,
-            DEFAULT_APP_ID,
-        ))
-        .unwrap();
-    assert!(stored.is_some_and(|r: StoredRecord| r.pair.is_some()));
-}
+// The crowd of 12 processes x 4 threads on one dead access token is in tests/multiprocess.rs.
 
 /// The in-process single flight of [`TokenStore::lock`] with a channel: a second thread's
 /// `lock` returns only after the first guard is dropped (also covered by the conformance

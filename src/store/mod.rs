@@ -21,6 +21,8 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod record;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

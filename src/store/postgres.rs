@@ -16,6 +16,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use self::conninfo::Tls;
+use super::schema;
 use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -570,26 +571,11 @@ fn migrate_from(
 
 /// Passes a schema version this build can read or migrate.
 fn check_schema_version(found: i32, location: &str) -> Result<i32, StoreError> {
-    if found < 0 {
-        Err(StoreError::Corrupt {
-            store: STORE,
-            location: location.to_owned(),
-            detail: format!("a negative schema version ({found})"),
-        })
-    } else if found > SCHEMA_VERSION {
-        Err(unsupported(found, location))
-    } else {
-        Ok(found)
-    }
+    schema::check_version(STORE, found, SCHEMA_VERSION, location)
 }
 
 fn unsupported(found: i32, location: &str) -> StoreError {
-    StoreError::UnsupportedVersion {
-        store: STORE,
-        location: location.to_owned(),
-        found: u64::from(found.unsigned_abs()),
-        supported: u64::from(SCHEMA_VERSION.unsigned_abs()),
-    }
+    schema::unsupported(STORE, found, SCHEMA_VERSION, location)
 }
 
 /// A duration in whole milliseconds, at most [`MAX_TIMEOUT`].

@@ -13,6 +13,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use super::fs::{
     check_private, create_parent_dirs, io_error, make_private_if_exists, open_or_create_private,
 };
+use super::schema;
 use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -333,26 +334,11 @@ fn migrate_from(conn: &Connection, from: i64, location: &str) -> Result<(), Stor
 
 /// Passes a schema version this build can read or migrate.
 fn check_schema_version(found: i64, location: &str) -> Result<i64, StoreError> {
-    if found < 0 {
-        Err(StoreError::Corrupt {
-            store: STORE,
-            location: location.to_owned(),
-            detail: format!("a negative schema version ({found})"),
-        })
-    } else if found > SCHEMA_VERSION {
-        Err(unsupported(found, location))
-    } else {
-        Ok(found)
-    }
+    schema::check_version(STORE, found, SCHEMA_VERSION, location)
 }
 
 fn unsupported(found: i64, location: &str) -> StoreError {
-    StoreError::UnsupportedVersion {
-        store: STORE,
-        location: location.to_owned(),
-        found: found.unsigned_abs(),
-        supported: SCHEMA_VERSION.unsigned_abs(),
-    }
+    schema::unsupported(STORE, found, SCHEMA_VERSION, location)
 }
 
 /// A SQLite failure as a [`StoreError`]: a file that is no database, or a damaged one, is
