@@ -18,6 +18,10 @@ use chatapp_session::store::{StoreKey, TokenStore};
 use chatapp_session::{Credentials, Error, Session};
 use serde_json::{json, Value};
 
+#[path = "support/logging.rs"]
+mod logging;
+use logging::init_logging;
+
 const USAGE: &str = "usage: chatapp [--base-url URL] [--store SPEC] [--timeout SECS] <command>
 commands:
   login                            tokens.make with CHATAPP_EMAIL, CHATAPP_PASSWORD, CHATAPP_APP_ID; save the pair
@@ -299,25 +303,6 @@ fn run(args: &[String]) -> Result<(), Failure> {
         Command::Logout => session.logout()?,
     }
     Ok(())
-}
-
-/// env_logger from `RUST_LOG` (default `warn`), except that `ureq_proto` never logs at TRACE:
-/// there it writes every byte of every exchange as hex, tokens and password included.
-fn init_logging() {
-    let env = || env_logger::Env::default().default_filter_or("warn");
-    let byte_dumps = log::Metadata::builder()
-        .level(log::Level::Trace)
-        .target("ureq_proto::util")
-        .build();
-    let dumps_bytes = log::Log::enabled(&env_logger::Builder::from_env(env()).build(), &byte_dumps);
-    let mut builder = env_logger::Builder::from_env(env());
-    if dumps_bytes {
-        // Replaces a `ureq_proto` or `ureq_proto::util` directive, and outranks `trace` or `ureq`.
-        builder
-            .filter_module("ureq_proto", log::LevelFilter::Debug)
-            .filter_module("ureq_proto::util", log::LevelFilter::Debug);
-    }
-    builder.target(env_logger::Target::Stderr).init();
 }
 
 fn main() -> ExitCode {

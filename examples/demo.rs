@@ -15,31 +15,16 @@ use chatapp_session::testing::FakeChatApp;
 use chatapp_session::Session;
 use serde_json::json;
 
+#[path = "support/logging.rs"]
+mod logging;
+use logging::init_logging;
+
 fn counters_line(server: &FakeChatApp) -> String {
     let c = server.counters();
     format!(
         "server counters: makes={} refreshes={} rejected refreshes={} API calls={} invalid-token replies={}",
         c.makes, c.refreshes, c.refreshes_rejected, c.requests, c.invalid_token_replies
     )
-}
-
-/// env_logger from `RUST_LOG` (default `warn`), except that `ureq_proto` never logs at TRACE:
-/// there it writes every byte of every exchange as hex, tokens and password included.
-fn init_logging() {
-    let env = || env_logger::Env::default().default_filter_or("warn");
-    let byte_dumps = log::Metadata::builder()
-        .level(log::Level::Trace)
-        .target("ureq_proto::util")
-        .build();
-    let dumps_bytes = log::Log::enabled(&env_logger::Builder::from_env(env()).build(), &byte_dumps);
-    let mut builder = env_logger::Builder::from_env(env());
-    if dumps_bytes {
-        // Replaces a `ureq_proto` or `ureq_proto::util` directive, and outranks `trace` or `ureq`.
-        builder
-            .filter_module("ureq_proto", log::LevelFilter::Debug)
-            .filter_module("ureq_proto::util", log::LevelFilter::Debug);
-    }
-    builder.target(env_logger::Target::Stderr).init();
 }
 
 fn main() -> Result<(), Box<dyn StdError>> {
