@@ -6,6 +6,41 @@
 //! and repeat the request. tokens.make (100 a day) is the last resort, counted against a
 //! persisted rolling 24 h ledger; there is never a refresh on a timer.
 //!
+//! ## Usage
+//! ```
+//! # #[cfg(feature = "testing")] {
+//! use chatapp_session::store::MemoryStore;
+//! use chatapp_session::testing::FakeChatApp;
+//! use chatapp_session::Session;
+//!
+//! // A fake ChatApp on 127.0.0.1; in production: your credentials and the default base URL.
+//! let server = FakeChatApp::start()?;
+//! let session = Session::builder()
+//!     .credentials(server.credentials())
+//!     .store(MemoryStore::new()) // or FileStore, SqliteStore, KeyringStore, PostgresStore
+//!     .base_url(server.base_url())
+//!     .build()?;
+//! let licenses = session.request("GET", "/v1/licenses", None)?;
+//! assert!(licenses.is_array());
+//!
+//! server.advance(24 * 60 * 60); // the access token dies on the server
+//! session.request("GET", "/v1/licenses", None)?; // refreshed, saved, repeated once
+//! assert_eq!((server.counters().makes, server.counters().refreshes), (1, 1));
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//! [`Session`] is `Send + Sync` and cheap to clone; share one per account.
+//!
+//! ## Error handling
+//! Every failure is an [`Error`] variant: the server's refusals keep its status, code and
+//! message ([`ApiError`]); the quota, protocol, timeout, network and storage failures are
+//! typed. No error, `Debug` output or log line of this crate contains a token or a password.
+//!
+//! ## Features
+//! `memory` (default): [`store::MemoryStore`]. `file`: `store::FileStore`. `sqlite`:
+//! `store::SqliteStore`. `keyring`: `store::KeyringStore` (the OS keyring). `postgres`:
+//! `store::PostgresStore`. `testing`: `testing::FakeChatApp` and `store::conformance`.
+//!
 //! ## Logging
 //! The crate logs through [`log`](https://docs.rs/log): `info` for refreshes and makes,
 //! `warn` for refusals, `debug` for each exchange's method, path and status; never a token or
