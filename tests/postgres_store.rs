@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chatapp_session::store::{conformance, PostgresStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
-use common::secret_record;
+use common::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
 
 const SERVER_ENV: &str = "CHATAPP_TEST_POSTGRES";
 const SKIP_ENV: &str = "CHATAPP_SKIP_POSTGRES_TESTS";
@@ -345,42 +345,14 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
     let other = StoreKey::new("other");
     store.save(&key, &secret_record(1)).unwrap();
     store.save(&other, &secret_record(2)).unwrap();
-    let garbage = [
-        "not json",
-        "{",
-        r#"{"version":1,"pair":{"accessToken":5,"refreshToken":"refresh-SECRET"}}"#,
-        r#"{"version":"1","pair":null}"#,
-        r#""access-SECRET""#,
-    ];
-    for bad in garbage {
+    for bad in CORRUPT_RECORDS {
         db.raw()
             .execute(
                 "UPDATE chatapp_session_tokens SET record = $1 WHERE store_key = 'k'",
                 &[&bad],
             )
             .unwrap();
-        match store.load(&key) {
-            Err(e @ StoreError::Corrupt { .. }) => {
-                let text = e.to_string();
-                assert!(text.contains("postgres:"), "{text}");
-                assert!(text.contains(" key k"), "{text}");
-                assert!(!text.contains("SECRET"), "{text}");
-            }
-            other => panic!("{bad}: load gave {other:?}"),
-        }
-        let saved = store.save(&key, &secret_record(3));
-        assert!(
-            matches!(saved, Err(StoreError::Corrupt { .. })),
-            "{bad}: save gave {saved:?}"
-        );
-        assert!(matches!(store.clear(&key), Err(StoreError::Corrupt { .. })));
-        let mut guard = store.lock(&key).unwrap();
-        assert!(matches!(guard.load(), Err(StoreError::Corrupt { .. })));
-        assert!(matches!(
-            guard.save(&secret_record(4)),
-            Err(StoreError::Corrupt { .. })
-        ));
-        drop(guard);
+        refuses_corrupt(&store, &key, &["postgres:", " key k"], bad);
         assert_eq!(
             db.raw_record("k").as_deref(),
             Some(bad),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chatapp_session::store::{conformance, SqliteStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
-use common::secret_record;
+use common::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
 
 fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).unwrap()
@@ -157,14 +157,7 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
     store.save(&key, &secret_record(1)).unwrap();
     store.save(&other, &secret_record(2)).unwrap();
 
-    let garbage = [
-        "not json",
-        "{",
-        r#"{"version":1,"pair":{"accessToken":5,"refreshToken":"refresh-SECRET"}}"#,
-        r#"{"version":"1","pair":null}"#,
-        r#""access-SECRET""#,
-    ];
-    for bad in garbage {
+    for bad in CORRUPT_RECORDS {
         rusqlite::Connection::open(&path)
             .unwrap()
             .execute(
@@ -172,21 +165,7 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
                 [bad],
             )
             .unwrap();
-        match store.load(&key) {
-            Err(e @ StoreError::Corrupt { .. }) => {
-                let text = e.to_string();
-                assert!(text.contains("sqlite:"), "{text}");
-                assert!(text.contains("tokens.db key k"), "{text}");
-                assert!(!text.contains("SECRET"), "{text}");
-            }
-            other => panic!("{bad}: load gave {other:?}"),
-        }
-        let saved = store.save(&key, &secret_record(3));
-        assert!(
-            matches!(saved, Err(StoreError::Corrupt { .. })),
-            "{bad}: save gave {saved:?}"
-        );
-        assert!(matches!(store.clear(&key), Err(StoreError::Corrupt { .. })));
+        refuses_corrupt(&store, &key, &["sqlite:", "tokens.db key k"], bad);
         assert_eq!(raw_record(&path, "k"), bad, "the corrupt row was changed");
         // The other account is unaffected, and the lock is free again.
         store.save(&other, &secret_record(4)).unwrap();

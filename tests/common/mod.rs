@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chatapp_session::store::{StoreKey, StoredRecord, TokenStore};
-use chatapp_session::{AccessToken, RefreshToken, TokenPair};
+use chatapp_session::{AccessToken, RefreshToken, StoreError, TokenPair};
 
 /// Tells a re-run test binary which child role to play.
 const ROLE_ENV: &str = "CHATAPP_STORE_TEST_CHILD";
@@ -184,4 +184,46 @@ pub fn two_processes_increment<S: TokenStore>(store: &S, path: &Path) {
         .flat_map(|id| (0..INCREMENTS).map(move |i| id * 1000 + i))
         .collect();
     assert_eq!(makes, expected);
+}
+
+/// Record texts a database store must refuse as corrupt (some quote a `SECRET`).
+pub const CORRUPT_RECORDS: [&str; 5] = [
+    "not json",
+    "{",
+    r#"{"version":1,"pair":{"accessToken":5,"refreshToken":"refresh-SECRET"}}"#,
+    r#"{"version":"1","pair":null}"#,
+    r#""access-SECRET""#,
+];
+
+/// Asserts that every operation on `key` (load, save, clear, and a lock's load and save) is
+/// refused with `StoreError::Corrupt`, whose message holds each of `names` and no `SECRET`.
+/// `bad` is the stored text, for the messages.
+pub fn refuses_corrupt<S: TokenStore + ?Sized>(
+    store: &S,
+    key: &StoreKey,
+    names: &[&str],
+    bad: &str,
+) {
+    match store.load(key) {
+        Err(e @ StoreError::Corrupt { .. }) => {
+            let text = e.to_string();
+            for name in names {
+                assert!(text.contains(name), "{text}");
+            }
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+        other => panic!("{bad}: load gave {other:?}"),
+    }
+    let saved = store.save(key, &secret_record(3));
+    assert!(
+        matches!(saved, Err(StoreError::Corrupt { .. })),
+        "{bad}: save gave {saved:?}"
+    );
+    assert!(matches!(store.clear(key), Err(StoreError::Corrupt { .. })));
+    let mut guard = store.lock(key).unwrap();
+    assert!(matches!(guard.load(), Err(StoreError::Corrupt { .. })));
+    assert!(matches!(
+        guard.save(&secret_record(4)),
+        Err(StoreError::Corrupt { .. })
+    ));
 }
