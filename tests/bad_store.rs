@@ -135,26 +135,37 @@ fn a_damaged_store_file_makes_every_command_exit_6_naming_the_file() {
 #[test]
 #[cfg(unix)]
 fn a_store_file_others_can_read_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
     let server = FakeChatApp::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("session.json");
     let cli = Cli::file(&server, &path);
     seed_pair(&server, &FileStore::new(&path));
-    let bytes = fs::read(&path).unwrap();
-    for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-        let mode_now = || fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    insecure_modes_are_refused(&server, &cli, &path, &[0o644, 0o640, 0o604, 0o620, 0o602]);
+}
+
+/// For each of `modes` on the store file at `path`, every command exits 6 saying `chmod 600`
+/// and leaves the bytes and the mode as they were; back at 0600, a call works again.
+fn insecure_modes_are_refused(
+    server: &FakeChatApp,
+    cli: &Cli,
+    path: &std::path::Path,
+    modes: &[u32],
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = fs::read(path).unwrap();
+    for &mode in modes {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        let mode_now = || fs::metadata(path).unwrap().permissions().mode() & 0o777;
         every_command_exits_6(
-            &server,
-            &cli,
+            server,
+            cli,
             &format!("mode {mode:o}"),
             &path.display().to_string(),
             "chmod 600",
-            &|| fs::read(&path).unwrap() == bytes && mode_now() == mode,
+            &|| fs::read(path).unwrap() == bytes && mode_now() == mode,
         );
     }
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
     cli.run(&["call", "GET", "/v1/licenses"])
         .expect_code(0, "mode 600 again");
 }
@@ -277,27 +288,11 @@ mod sqlite {
     #[test]
     #[cfg(unix)]
     fn a_database_others_can_read_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
         let server = FakeChatApp::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.db");
         let cli = Cli::new(&server, format!("sqlite:{}", path.display()));
         seeded(&server, &path);
-        let bytes = fs::read(&path).unwrap();
-        for mode in [0o644, 0o640, 0o604] {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-            let mode_now = || fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            every_command_exits_6(
-                &server,
-                &cli,
-                &format!("mode {mode:o}"),
-                &path.display().to_string(),
-                "chmod 600",
-                &|| fs::read(&path).unwrap() == bytes && mode_now() == mode,
-            );
-        }
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        cli.run(&["call", "GET", "/v1/licenses"])
-            .expect_code(0, "mode 600 again");
+        insecure_modes_are_refused(&server, &cli, &path, &[0o644, 0o640, 0o604]);
     }
 }
