@@ -402,3 +402,30 @@ fn the_lock_is_never_needed_twice_for_one_make_across_sessions() {
     });
     assert_eq!(server.counters().makes, 1);
 }
+
+mod support;
+
+#[test]
+fn twelve_hour_refresh_tokens_over_ten_cli_processes() {
+    let server = FakeChatApp::builder()
+        .access_lifetime(6 * HOUR)
+        .refresh_lifetime(12 * HOUR)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = support::Cli::file(&server, &dir.path().join("s.json"));
+    for run in 0..10 {
+        cli.run(&["call", "GET", "/v1/licenses"])
+            .expect_code(0, &format!("run {run}"));
+    }
+    let c = server.counters();
+    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (1, 0, 0), "{c:?}");
+    // The access token's end: one refresh for the next ten runs, not one each.
+    server.advance(6 * HOUR);
+    for run in 0..10 {
+        cli.run(&["call", "GET", "/v1/licenses"])
+            .expect_code(0, &format!("run {run} six hours later"));
+    }
+    let c = server.counters();
+    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (1, 1, 0), "{c:?}");
+}
