@@ -41,12 +41,14 @@
 
 mod fault;
 mod http;
+mod log;
 mod routes;
 mod server;
 mod state;
 mod tokens;
 
 pub use self::fault::{Fault, Route};
+pub use self::log::{RefusedBecause, TokenEvent, TokenOutcome};
 pub use self::state::{Counters, Rotation};
 
 use std::fmt;
@@ -135,6 +137,19 @@ impl FakeChatApp {
     /// reads the [`Counters`] of a client it killed.
     pub fn open_connections(&self) -> usize {
         self.shared.open_connections()
+    }
+
+    /// Every tokens.make and tokens.refresh request received so far, in the order handled
+    /// (from index `from` on): when, what the server did, and the fault that answered it.
+    /// Kept for the server's whole life ([`reset_counters`](Self::reset_counters) leaves it).
+    pub fn token_log(&self, from: usize) -> Vec<TokenEvent> {
+        self.shared.state.lock().token_log(from)
+    }
+
+    /// How many requests are being handled right now (a [`Fault::Delay`] counts while it
+    /// waits). Zero means every request received so far has been answered and logged.
+    pub fn requests_in_progress(&self) -> usize {
+        self.shared.in_progress()
     }
 
     /// Sets every counter back to zero. The quota's record of past makes is kept.

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::fault::{Fault, Route};
 use super::http::{reason, Request, Response};
+use super::log::{RefusedBecause, TokenOutcome};
 use super::server::Shared;
 use super::state::{Issued, MakeRefusal};
 use crate::clock::Clock;
@@ -39,9 +40,20 @@ enum Shape<'a> {
 pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
     let route = Route::of(&request.method, &request.path);
     let Some(fault) = shared.faults.pop(route) else {
-        return Reply::Send(serve(shared, route, request, &Shape::Normal));
+        return Reply::Send(serve(shared, route, request, &Shape::Normal, None));
     };
-    shared.state.lock().counters.faults_served += 1;
+    {
+        let mut state = shared.state.lock();
+        state.counters.faults_served += 1;
+        let does_the_work = matches!(
+            fault,
+            Fault::Delay(_) | Fault::LostReply | Fault::MissingField(_) | Fault::WrongTypes
+        );
+        if matches!(route, Route::Make | Route::Refresh) && !does_the_work {
+            let now = shared.clock.now();
+            state.log_token(route, now, TokenOutcome::NotServed, Some(fault.clone()));
+        }
+    }
     match fault {
         Fault::Status {
             status,
@@ -73,16 +85,24 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
             headers: Vec::new(),
             body: br#"{"success": tru"#.to_vec(),
         }),
-        Fault::MissingField(field) => match route {
-            Route::Make | Route::Refresh => {
-                Reply::Send(serve(shared, route, request, &Shape::Missing(&field)))
-            }
+        Fault::MissingField(ref field) => match route {
+            Route::Make | Route::Refresh => Reply::Send(serve(
+                shared,
+                route,
+                request,
+                &Shape::Missing(field),
+                Some(&fault),
+            )),
             Route::Check | Route::Request => Reply::Send(Response::json(200, &json!({"data": {}}))),
         },
         Fault::WrongTypes => match route {
-            Route::Make | Route::Refresh => {
-                Reply::Send(serve(shared, route, request, &Shape::WrongTypes))
-            }
+            Route::Make | Route::Refresh => Reply::Send(serve(
+                shared,
+                route,
+                request,
+                &Shape::WrongTypes,
+                Some(&fault),
+            )),
             Route::Check | Route::Request => Reply::Send(Response::json_text(
                 200,
                 r#"{"success":"true","data":{}}"#.to_owned(),
@@ -91,13 +111,13 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
         Fault::DropConnection => Reply::Close,
         Fault::Delay(wait) => {
             if sleep_unless_stopped(shared, wait) {
-                Reply::Send(serve(shared, route, request, &Shape::Normal))
+                Reply::Send(serve(shared, route, request, &Shape::Normal, Some(&fault)))
             } else {
                 Reply::Close
             }
         }
         Fault::LostReply => {
-            let _lost = serve(shared, route, request, &Shape::Normal);
+            let _lost = serve(shared, route, request, &Shape::Normal, Some(&fault));
             Reply::Close
         }
         Fault::Huge {
@@ -207,22 +227,40 @@ fn as_sent(shared: &Shared, mut issued: Issued, now: i64) -> Issued {
     issued
 }
 
-/// The usual answer to a request.
-fn serve(shared: &Shared, route: Route, request: &Request, shape: &Shape<'_>) -> Response {
+/// The usual answer to a request (spoilt as `shape` says); `fault` is the injected fault
+/// that let the work be done, for the token log.
+fn serve(
+    shared: &Shared,
+    route: Route,
+    request: &Request,
+    shape: &Shape<'_>,
+    fault: Option<&Fault>,
+) -> Response {
     let now = shared.clock.now();
     match route {
         Route::Make => {
             let body = serde_json::from_slice::<Value>(&request.body).ok();
             let Some(body) = body.as_ref().and_then(Value::as_object) else {
-                shared.state.lock().counters.makes_rejected += 1;
+                let mut state = shared.state.lock();
+                state.counters.makes_rejected += 1;
+                let outcome = TokenOutcome::Refused(RefusedBecause::BadRequest);
+                state.log_token(route, now, outcome, fault.cloned());
                 return bad_request("The request body must be a JSON object");
             };
             let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
-            let made =
-                shared
-                    .state
-                    .lock()
-                    .make(field("email"), field("password"), field("appId"), now);
+            let made = {
+                let mut state = shared.state.lock();
+                let made = state.make(field("email"), field("password"), field("appId"), now);
+                let outcome = match &made {
+                    Ok(_) => TokenOutcome::Issued,
+                    Err(MakeRefusal::WrongCredentials) => {
+                        TokenOutcome::Refused(RefusedBecause::WrongCredentials)
+                    }
+                    Err(MakeRefusal::Quota) => TokenOutcome::Refused(RefusedBecause::Quota),
+                };
+                state.log_token(route, now, outcome, fault.cloned());
+                made
+            };
             match made {
                 Ok(issued) => pair_reply(&as_sent(shared, issued, now), shape),
                 Err(MakeRefusal::WrongCredentials) => {
@@ -237,7 +275,16 @@ fn serve(shared: &Shared, route: Route, request: &Request, shape: &Shape<'_>) ->
         }
         Route::Refresh => {
             let token = request.header("refresh").unwrap_or_default();
-            let refreshed = shared.state.lock().refresh(token, now);
+            let refreshed = {
+                let mut state = shared.state.lock();
+                let refreshed = state.refresh(token, now);
+                let outcome = match &refreshed {
+                    Ok(_) => TokenOutcome::Issued,
+                    Err(_) => TokenOutcome::Refused(state.why_refused(token, now)),
+                };
+                state.log_token(route, now, outcome, fault.cloned());
+                refreshed
+            };
             match refreshed {
                 Ok(issued) => pair_reply(&as_sent(shared, issued, now), shape),
                 Err(_) => invalid_token(401, request),

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) end_times_as_lifetimes: bool,
     /// Set when the server is being dropped.
     pub(crate) stop: AtomicBool,
+    /// How many requests may be handled at once.
+    threads: usize,
     /// How many more requests may be handled at once.
     permits: Mutex<usize>,
     permit_freed: Condvar,
@@ -65,6 +67,7 @@ impl Shared {
             send_date: true,
             end_times_as_lifetimes: false,
             stop: AtomicBool::new(false),
+            threads: threads.max(1),
             permits: Mutex::new(threads.max(1)),
             permit_freed: Condvar::new(),
             connections: Mutex::new(HashMap::new()),
@@ -85,6 +88,11 @@ impl Shared {
     /// How many client connections are open now.
     pub(crate) fn open_connections(&self) -> usize {
         self.connections.lock().len()
+    }
+
+    /// How many requests are being handled now.
+    pub(crate) fn in_progress(&self) -> usize {
+        self.threads.saturating_sub(*self.permits.lock())
     }
 
     /// Waits for a free handling slot; `None` when the server stops first.

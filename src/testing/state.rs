@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::fault::{Fault, Route};
+use super::log::{RefusedBecause, TokenEvent, TokenOutcome};
 use super::tokens::TokenGen;
 
 /// Seconds in a day: the rolling window of the tokens.make quota.
@@ -117,6 +119,10 @@ struct Record {
     refresh_end: i64,
     access_dead: bool,
     refresh_dead: bool,
+    /// The index in the token log of the refresh that rotated this pair away.
+    rotated_by: Option<usize>,
+    /// Whether a revocation (not a rotation) killed the refresh token.
+    revoked: bool,
 }
 
 /// Everything the server knows.
@@ -131,6 +137,8 @@ pub(crate) struct State {
     makes: HashMap<(String, String), Vec<i64>>,
     callbacks: BTreeMap<(String, String), String>,
     gen: TokenGen,
+    /// Every tokens.make and tokens.refresh request, in the order handled.
+    token_log: Vec<TokenEvent>,
     /// What has been counted; the server adds to it too.
     pub(crate) counters: Counters,
 }
@@ -147,6 +155,7 @@ impl State {
             makes: HashMap::new(),
             callbacks: BTreeMap::new(),
             gen: TokenGen::new(),
+            token_log: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -168,6 +177,8 @@ impl State {
             refresh_end: issued.refresh_end,
             access_dead: false,
             refresh_dead: false,
+            rotated_by: None,
+            revoked: false,
         });
         self.by_access.insert(issued.access.clone(), index);
         self.by_refresh.insert(issued.refresh.clone(), index);
@@ -198,6 +209,7 @@ impl State {
             for record in self.records.iter_mut().filter(|r| r.account == account) {
                 record.access_dead = true;
                 record.refresh_dead = true;
+                record.revoked = true;
             }
         }
         self.makes
@@ -235,10 +247,52 @@ impl State {
             if self.limits.rotation == Rotation::Strict {
                 record.refresh_dead = true;
                 record.access_dead = true;
+                // The caller logs this refresh next, under the same lock (`log_token`).
+                record.rotated_by = Some(self.token_log.len());
             }
         }
         self.counters.refreshes += 1;
         Ok(self.issue(account, now))
+    }
+
+    /// Why [`refresh`](Self::refresh) refused `refresh` at `now` (asked right after it, under
+    /// the same lock).
+    pub(crate) fn why_refused(&self, refresh: &str, now: i64) -> RefusedBecause {
+        let Some(record) = self
+            .by_refresh
+            .get(refresh)
+            .and_then(|&i| self.records.get(i))
+        else {
+            return RefusedBecause::UnknownToken;
+        };
+        match (record.rotated_by, record.revoked) {
+            (Some(by), _) => RefusedBecause::Rotated { by },
+            (None, true) => RefusedBecause::Revoked,
+            (None, false) if now >= record.refresh_end => RefusedBecause::Expired,
+            // A lenient server never kills a refresh token but by time or revocation.
+            (None, false) => RefusedBecause::UnknownToken,
+        }
+    }
+
+    /// Appends a token request to the log.
+    pub(crate) fn log_token(
+        &mut self,
+        route: Route,
+        at: i64,
+        outcome: TokenOutcome,
+        fault: Option<Fault>,
+    ) {
+        self.token_log.push(TokenEvent {
+            at,
+            route,
+            outcome,
+            fault,
+        });
+    }
+
+    /// The token log from index `from` on.
+    pub(crate) fn token_log(&self, from: usize) -> Vec<TokenEvent> {
+        self.token_log.iter().skip(from).cloned().collect()
     }
 
     /// Whether `access` is live at `now`; its account's cabinet user id when it is.
@@ -284,6 +338,7 @@ impl State {
         for record in &mut self.records {
             record.access_dead = true;
             record.refresh_dead = true;
+            record.revoked = true;
         }
     }
 
@@ -454,6 +509,37 @@ mod tests {
         assert_eq!(make(&mut s, 1, T0 + DAY).err(), Some(MakeRefusal::Quota));
         assert_eq!(s.makes_in_window("user1@example.com", "app_1", T0 + DAY), 3);
         assert_eq!((s.counters.makes, s.counters.makes_rejected), (5, 4));
+    }
+
+    #[test]
+    fn refusals_name_what_killed_the_token() {
+        let mut s = state(Limits::default());
+        let Ok(p) = make(&mut s, 1, T0) else {
+            panic!("make failed")
+        };
+        s.log_token(Route::Make, T0, TokenOutcome::Issued, None);
+        let Ok(q) = s.refresh(&p.refresh, T0 + 1) else {
+            panic!("refresh failed")
+        };
+        s.log_token(Route::Refresh, T0 + 1, TokenOutcome::Issued, None);
+        assert!(s.refresh(&p.refresh, T0 + 2).is_err());
+        assert_eq!(
+            s.why_refused(&p.refresh, T0 + 2),
+            RefusedBecause::Rotated { by: 1 }
+        );
+        assert_eq!(s.why_refused("nope", T0), RefusedBecause::UnknownToken);
+        assert_eq!(
+            s.why_refused(&q.refresh, T0 + 1 + 14 * DAY),
+            RefusedBecause::Expired
+        );
+        s.revoke_all();
+        assert_eq!(s.why_refused(&q.refresh, T0 + 3), RefusedBecause::Revoked);
+        let log = s.token_log(1);
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            (log[0].at, log[0].route, log[0].issued()),
+            (T0 + 1, Route::Refresh, true)
+        );
     }
 
     #[test]
