@@ -448,15 +448,26 @@ impl Inner {
                 Action::Use(pair) => return Ok(self.adopt(&record, pair)),
                 Action::Refresh(refresh) => refresh.clone(),
                 Action::Make(credentials) => {
-                    return self.make(guard.as_mut(), record.clone(), credentials)
+                    let mut record = record.clone();
+                    if refresh_refusal.is_some() {
+                        // Saved with the make's ledger entry, in one save: a store whose lock
+                        // ends with each save lets nobody in between.
+                        forget_refused_pair(&mut record);
+                    }
+                    return self.make(guard.as_mut(), record, credentials);
                 }
-                Action::Fail(Blocked::NoCredentials) => {
-                    return Err(match refresh_refusal {
-                        Some(refusal) => refused(refusal, None),
-                        None => Error::CredentialsRequired,
-                    })
+                Action::Fail(blocked) => {
+                    if refresh_refusal.is_some() {
+                        let mut record = record.clone();
+                        forget_refused_pair(&mut record);
+                        self.save_or_keep(guard.as_mut(), &record, false);
+                    }
+                    return Err(match (blocked, refresh_refusal) {
+                        (Blocked::Quota(quota), _) => quota_error(quota, None),
+                        (Blocked::NoCredentials, Some(refusal)) => refused(refusal, None),
+                        (Blocked::NoCredentials, None) => Error::CredentialsRequired,
+                    });
                 }
-                Action::Fail(Blocked::Quota(quota)) => return Err(quota_error(quota, None)),
             };
             match self.transport.refresh(&refresh) {
                 Ok(pair) => {
@@ -634,6 +645,14 @@ impl Inner {
         *self.current.lock() = Some(current);
         access
     }
+}
+
+/// Drops the stored pair whose refresh token the server has just refused (after a reload
+/// showed nobody had moved on): it can never be refreshed again, so no process may send it
+/// again. A make, when one is possible, stores the next pair.
+fn forget_refused_pair(record: &mut StoredRecord) {
+    record.pair = None;
+    record.issued_at = None;
 }
 
 /// Removes one ledger entry `at` (the attempt being taken back).

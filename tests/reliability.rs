@@ -437,3 +437,69 @@ fn twelve_hour_refresh_tokens_over_ten_cli_processes() {
         "{c:?}"
     );
 }
+
+/// Found by the soak (issue 15, invariant 2): once the server has refused the stored refresh
+/// token, no process sends it again. Before the fix, while no make was possible (here a 429
+/// cooldown; also the quota, a full disk, no credentials) every call re-sent the dead refresh
+/// token: 5 calls, 5 refused refreshes, in every process sharing the store.
+#[test]
+fn a_refused_refresh_token_is_not_sent_again_while_no_make_is_possible() {
+    let server = FakeChatApp::start().unwrap();
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let s = session_on(&server, store.clone(), &server.clock());
+    s.access_token().unwrap();
+    server.revoke_all();
+    server.inject(Route::Make, Fault::RateLimited);
+    let other = session_on(&server, store.clone(), &server.clock());
+    for call in 0..5 {
+        for session in [&s, &other] {
+            match session.request("GET", "/v1/licenses", None) {
+                Err(Error::QuotaExhausted { .. }) => {}
+                other => panic!("call {call}: {other:?}"),
+            }
+        }
+    }
+    let c = server.counters();
+    assert_eq!(
+        (c.refreshes_rejected, c.makes, c.faults_served),
+        (1, 1, 1),
+        "{c:?}"
+    );
+    assert!(!s.status().unwrap().stored, "the dead pair is still stored");
+    // The cooldown over, one make and every session has the new pair.
+    server.advance(HOUR);
+    s.request("GET", "/v1/licenses", None).unwrap();
+    other.request("GET", "/v1/licenses", None).unwrap();
+    let c = server.counters();
+    assert_eq!((c.refreshes_rejected, c.makes), (1, 2), "{c:?}");
+}
+
+/// The same without credentials: the first call says the refresh token was refused, the next
+/// ones that credentials are needed, and the dead token is sent once.
+#[test]
+fn a_refused_refresh_token_is_sent_once_without_credentials() {
+    let server = FakeChatApp::start().unwrap();
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    session_on(&server, store.clone(), &server.clock())
+        .access_token()
+        .unwrap();
+    server.revoke_all();
+    let s = Session::builder()
+        .store(store.clone())
+        .store_key(KEY)
+        .base_url(server.base_url())
+        .clock(server.clock())
+        .build()
+        .unwrap();
+    assert!(matches!(
+        s.request("GET", "/v1/licenses", None),
+        Err(Error::RefreshRejected(_))
+    ));
+    for _ in 0..3 {
+        assert!(matches!(
+            s.request("GET", "/v1/licenses", None),
+            Err(Error::CredentialsRequired)
+        ));
+    }
+    assert_eq!(server.counters().refreshes_rejected, 1);
+}

@@ -20,6 +20,10 @@ pub struct TokenEvent {
     /// replaced the work; otherwise the work was done and the reply spoilt, lost or late
     /// ([`Fault::LostReply`], [`Fault::Delay`], [`Fault::MissingField`], [`Fault::WrongTypes`]).
     pub fault: Option<Fault>,
+    /// The server's number for the pair concerned (pairs are numbered from 0 in the order
+    /// issued): for tokens.refresh the pair whose refresh token was presented, when the
+    /// server ever issued it; for tokens.make the pair issued, if any.
+    pub pair: Option<usize>,
 }
 
 impl TokenEvent {

@@ -51,7 +51,19 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
         );
         if matches!(route, Route::Make | Route::Refresh) && !does_the_work {
             let now = shared.clock.now();
-            state.log_token(route, now, TokenOutcome::NotServed, Some(fault.clone()));
+            let pair = match route {
+                Route::Refresh => {
+                    state.pair_of_refresh(request.header("refresh").unwrap_or_default())
+                }
+                _ => None,
+            };
+            state.log_token(
+                route,
+                now,
+                TokenOutcome::NotServed,
+                Some(fault.clone()),
+                pair,
+            );
         }
     }
     match fault {
@@ -244,7 +256,7 @@ fn serve(
                 let mut state = shared.state.lock();
                 state.counters.makes_rejected += 1;
                 let outcome = TokenOutcome::Refused(RefusedBecause::BadRequest);
-                state.log_token(route, now, outcome, fault.cloned());
+                state.log_token(route, now, outcome, fault.cloned(), None);
                 return bad_request("The request body must be a JSON object");
             };
             let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
@@ -258,7 +270,8 @@ fn serve(
                     }
                     Err(MakeRefusal::Quota) => TokenOutcome::Refused(RefusedBecause::Quota),
                 };
-                state.log_token(route, now, outcome, fault.cloned());
+                let pair = made.as_ref().ok().and(state.last_pair());
+                state.log_token(route, now, outcome, fault.cloned(), pair);
                 made
             };
             match made {
@@ -277,12 +290,13 @@ fn serve(
             let token = request.header("refresh").unwrap_or_default();
             let refreshed = {
                 let mut state = shared.state.lock();
+                let presented = state.pair_of_refresh(token);
                 let refreshed = state.refresh(token, now);
                 let outcome = match &refreshed {
                     Ok(_) => TokenOutcome::Issued,
                     Err(_) => TokenOutcome::Refused(state.why_refused(token, now)),
                 };
-                state.log_token(route, now, outcome, fault.cloned());
+                state.log_token(route, now, outcome, fault.cloned(), presented);
                 refreshed
             };
             match refreshed {

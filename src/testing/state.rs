@@ -281,13 +281,25 @@ impl State {
         at: i64,
         outcome: TokenOutcome,
         fault: Option<Fault>,
+        pair: Option<usize>,
     ) {
         self.token_log.push(TokenEvent {
             at,
             route,
             outcome,
             fault,
+            pair,
         });
+    }
+
+    /// The number of the pair whose refresh token is `refresh`, if the server issued it.
+    pub(crate) fn pair_of_refresh(&self, refresh: &str) -> Option<usize> {
+        self.by_refresh.get(refresh).copied()
+    }
+
+    /// The number of the pair issued last.
+    pub(crate) fn last_pair(&self) -> Option<usize> {
+        self.records.len().checked_sub(1)
     }
 
     /// The token log from index `from` on.
@@ -517,17 +529,21 @@ mod tests {
         let Ok(p) = make(&mut s, 1, T0) else {
             panic!("make failed")
         };
-        s.log_token(Route::Make, T0, TokenOutcome::Issued, None);
+        s.log_token(Route::Make, T0, TokenOutcome::Issued, None, Some(0));
         let Ok(q) = s.refresh(&p.refresh, T0 + 1) else {
             panic!("refresh failed")
         };
-        s.log_token(Route::Refresh, T0 + 1, TokenOutcome::Issued, None);
+        s.log_token(Route::Refresh, T0 + 1, TokenOutcome::Issued, None, Some(0));
         assert!(s.refresh(&p.refresh, T0 + 2).is_err());
         assert_eq!(
             s.why_refused(&p.refresh, T0 + 2),
             RefusedBecause::Rotated { by: 1 }
         );
         assert_eq!(s.why_refused("nope", T0), RefusedBecause::UnknownToken);
+        assert_eq!(
+            (s.pair_of_refresh(&q.refresh), s.last_pair()),
+            (Some(1), Some(1))
+        );
         assert_eq!(
             s.why_refused(&q.refresh, T0 + 1 + 14 * DAY),
             RefusedBecause::Expired
