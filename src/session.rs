@@ -530,10 +530,12 @@ impl Inner {
         let now = self.server_now(record.server_offset);
         self.policy.prune(&mut record.makes);
         record.makes.push(now);
-        record.make_in_flight_until = Some(now.saturating_add(self.lease_secs));
+        let mark = now.saturating_add(self.lease_secs);
+        record.make_in_flight_until = Some(mark);
         guard.save(&record)?;
         record.make_in_flight_until = None;
         let outcome = self.transport.make(credentials);
+        self.catch_up(guard, &mut record, mark);
         if outcome.as_ref().err().and_then(Error::delivery) != Some(Delivery::NotSent) {
             // Any reply at all (or a request that may have arrived): the network is there.
             *self.offline.lock() = None;
@@ -593,6 +595,33 @@ impl Inner {
             }
         };
         Err(error)
+    }
+
+    /// After tokens.make, before the record is saved again: on a store whose lock ended with
+    /// the write-ahead save (SQLite, PostgreSQL), another process may have saved meanwhile
+    /// (our in-flight mark `mark` expired: a slow reply, a clock step, a suspended process).
+    /// Keeps every ledger entry it wrote and its own in-flight mark, so that our save drops
+    /// neither. If the store cannot be read, our record stands as it is.
+    fn catch_up(&self, guard: &mut dyn StoreLock, record: &mut StoredRecord, mark: i64) {
+        let stored = match guard.load() {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(e) => {
+                log::debug!("could not reload the record after tokens.make ({e})");
+                return;
+            }
+        };
+        // The union of the two ledgers, as multisets (two makes may share a second).
+        let mut values = stored.makes.clone();
+        values.sort_unstable();
+        values.dedup();
+        for value in values {
+            let count = |makes: &[i64]| makes.iter().filter(|&&t| t == value).count();
+            let missing = count(&stored.makes).saturating_sub(count(&record.makes));
+            record.makes.extend(std::iter::repeat_n(value, missing));
+        }
+        record.makes.sort_unstable();
+        record.make_in_flight_until = stored.make_in_flight_until.filter(|&m| m != mark);
     }
 
     /// Saves `record` under the lock; if the store refuses and `must_keep` is set (the record

@@ -503,3 +503,36 @@ fn a_refused_refresh_token_is_sent_once_without_credentials() {
     }
     assert_eq!(server.counters().refreshes_rejected, 1);
 }
+
+/// Found by the soak (issue 15, invariant 1, SQLite): on a store whose lock ends with each save
+/// (SQLite, PostgreSQL), a make whose in-flight mark expired before its reply came (a clock
+/// step, a suspended process) let another process make and save its ledger entry; the first
+/// make's final save then wrote its own stale copy of the ledger, and the other entry was
+/// gone: the ledger counted fewer makes than the server.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
+    use chatapp_session::store::SqliteStore;
+    let server = FakeChatApp::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let open = || -> Arc<dyn TokenStore> { Arc::new(SqliteStore::open(&path).unwrap()) };
+    let store = open();
+    let a = session_on(&server, open(), &server.clock());
+    let b = session_on(&server, open(), &server.clock());
+    a.access_token().unwrap();
+    server.revoke_all();
+    // A's make is served late; meanwhile the clock passes A's in-flight mark and B makes.
+    server.inject(Route::Make, Fault::Delay(Duration::from_millis(1500)));
+    let slow = std::thread::spawn(move || a.request("GET", "/v1/licenses", None));
+    std::thread::sleep(Duration::from_millis(500));
+    server.advance(60);
+    b.request("GET", "/v1/licenses", None).unwrap();
+    slow.join().unwrap().unwrap();
+    assert_eq!(server.counters().makes, 3);
+    assert_eq!(
+        stored(store.as_ref()).makes.len(),
+        3,
+        "every make the server issued is in the ledger"
+    );
+}

@@ -1028,14 +1028,14 @@ impl Run {
                 let detail = format!("refused refresh #{i} at t+{}s: {why:?}", e.at - T0);
                 self.fail(day, "2 (every refused refresh explained)", detail);
             }
-            // Once refused, a refresh token is known dead: it is not sent again, unless the
-            // fleet could not record it (a full disk, a SIGKILL since) or this request was
-            // itself late.
+            // Once refused (and the refusal delivered), a refresh token is known dead: it is
+            // not sent again, unless the fleet could not record it (a full disk, a SIGKILL
+            // since) or this request was itself late.
             let first = self.log[..i].iter().find(|f| {
                 f.route == Route::Refresh
                     && f.pair == e.pair
                     && matches!(f.outcome, TokenOutcome::Refused(_))
-                    && !matches!(f.fault, Some(Fault::Delay(_)))
+                    && f.fault.is_none()
             });
             if let Some(first) = first {
                 let (a, b) = (first.at, e.at);
