@@ -554,6 +554,9 @@ impl Inner {
         let error = match error {
             Error::Api(refusal) => {
                 take_back(&mut record.makes, now);
+                // The reply's `Date` has just told the server's time: judge the cooldown on
+                // it, not on an offset this process had not checked yet.
+                let now = self.server_now(record.server_offset);
                 if policy::classify(&refusal) == Refusal::RateLimited {
                     let cooldown = self
                         .policy

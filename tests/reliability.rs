@@ -536,3 +536,40 @@ fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
         "every make the server issued is in the ledger"
     );
 }
+
+/// Found by the soak (issue 15, invariant 6): a process whose clock is far off, starting with
+/// a serverOffset another machine stored (a shared PostgreSQL store), set a 429 cooldown on
+/// its own wrong idea of the server's time: 10 days ahead, the fleet made nothing for 10
+/// days. The cooldown is now judged on the server's time as its 429 reply's `Date` tells it.
+#[test]
+fn a_429_cooldown_is_set_on_the_server_clock_of_the_reply() {
+    let server = FakeChatApp::start().unwrap();
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    // Another machine, whose clock agrees with the server's, left its offset: 0.
+    store
+        .save(
+            &StoreKey::new(KEY),
+            &StoredRecord {
+                server_offset: Some(0),
+                ..StoredRecord::default()
+            },
+        )
+        .unwrap();
+    let ahead = ManualClock::new(server.now() + 10 * DAY);
+    let s = session_on(&server, store.clone(), &ahead);
+    server.inject(Route::Make, Fault::RateLimited);
+    match s.access_token() {
+        Err(Error::QuotaExhausted { next_make_at, .. }) => {
+            assert_eq!(next_make_at, Some(server.now() + HOUR))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        stored(store.as_ref()).make_cooldown.map(|c| c.until),
+        Some(server.now() + HOUR)
+    );
+    server.advance(HOUR);
+    ahead.advance(HOUR);
+    s.access_token().unwrap();
+    assert_eq!(server.counters().makes, 1);
+}

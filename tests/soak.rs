@@ -657,11 +657,14 @@ impl Run {
                                 .push(format!("slot {slot}: {}[SECRET]", &line[..at]));
                         }
                     }
-                    if is_stdout
-                        && (line.starts_with("call ")
+                    let keep = if is_stdout {
+                        line.starts_with("call ")
                             || line.starts_with("paused ")
-                            || line.starts_with("final "))
-                    {
+                            || line.starts_with("final ")
+                    } else {
+                        line.contains(" INFO ") || line.contains(" WARN ")
+                    };
+                    if keep {
                         let _ = tx.send(Said::Line(slot, incarnation, line));
                     }
                 }
@@ -703,7 +706,9 @@ impl Run {
                 }
             }
             Some("final") => self.final_lines[slot] = Some(line.to_owned()),
-            _ => {}
+            _ => self
+                .events
+                .push((self.control.now, format!("child {slot}.{inc} log: {line}"))),
         }
     }
 
@@ -881,6 +886,13 @@ impl Run {
             ));
         }
         story.sort_by_key(|(at, _)| *at);
+        let all: Vec<String> = story
+            .iter()
+            .map(|(at, what)| format!("t+{}s: {what}", at - T0))
+            .collect();
+        let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("soak-{}-{}.log", self.kind, self.seed));
+        let _ = std::fs::write(&file, all.join("\n"));
         let start = story.len().saturating_sub(LAST_EVENTS);
         let lines: Vec<String> = story[start..]
             .iter()
@@ -888,11 +900,12 @@ impl Run {
             .collect();
         panic!(
             "soak {} FAILED: invariant {invariant}, simulated day {day}, seed {} \
-             (CHATAPP_SOAK_SEED={} CHATAPP_SOAK_DAYS={}):\n{detail}\nlast {} events:\n{}",
+             (CHATAPP_SOAK_SEED={} CHATAPP_SOAK_DAYS={}):\n{detail}\nevery event: {}\nlast {} events:\n{}",
             self.kind,
             self.seed,
             self.seed,
             self.cfg.days,
+            file.display(),
             lines.len(),
             lines.join("\n")
         );
