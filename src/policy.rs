@@ -264,7 +264,12 @@ impl Policy {
     pub fn decide<'a>(&self, situation: &Situation<'a>) -> Action<'a> {
         if let Some(pair) = situation.stored {
             let rejected = situation.rejected_access == Some(&pair.access);
-            if !rejected && self.usable(situation.now, pair, situation.issued_at) {
+            // A pair whose refresh token the server has just refused is dead, whatever its
+            // end times say (under strict rotation its access token died with it).
+            if !rejected
+                && !situation.refresh_rejected
+                && self.usable(situation.now, pair, situation.issued_at)
+            {
                 return Action::Use(pair);
             }
             if !situation.refresh_rejected {
@@ -459,6 +464,14 @@ mod tests {
                 d(Situation {
                     refresh_rejected: true,
                     ..base(Some(&access_over), &none)
+                }),
+                format!("{:?}", Action::Make(&c)),
+            ),
+            (
+                "refresh rejected, end times still ahead: make, never use",
+                d(Situation {
+                    refresh_rejected: true,
+                    ..base(Some(&live), &none)
                 }),
                 format!("{:?}", Action::Make(&c)),
             ),

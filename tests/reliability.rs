@@ -573,3 +573,32 @@ fn a_429_cooldown_is_set_on_the_server_clock_of_the_reply() {
     s.access_token().unwrap();
     assert_eq!(server.counters().makes, 1);
 }
+
+/// Found by the soak (issue 15, invariant 2): a refresh the server refused taught the session
+/// the server's time (its `Date`), by which the refused pair looked fresh again, and the
+/// session used it: the call failed with `ApiInvalidTokenError` and the next refresh sent the
+/// same dead refresh token again. A pair whose refresh token was refused is never used.
+#[test]
+fn a_pair_whose_refresh_token_was_refused_is_not_used_again() {
+    let server = FakeChatApp::start().unwrap();
+    let local = ManualClock::new(server.now());
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let s = session_on(&server, store.clone(), &local);
+    s.request("GET", "/v1/licenses", None).unwrap();
+    // The server rotates the pair, but the reply is lost.
+    server.revoke_access_tokens();
+    server.inject(Route::Refresh, Fault::LostReply);
+    assert!(matches!(
+        s.request("GET", "/v1/licenses", None),
+        Err(Error::RefreshReplyLost { .. })
+    ));
+    // The local clock steps two days ahead: the stored pair looks ended, a refresh is tried.
+    local.advance(2 * DAY);
+    s.request("GET", "/v1/licenses", None).unwrap();
+    let c = server.counters();
+    assert_eq!(
+        (c.refreshes_rejected, c.makes, c.invalid_token_replies),
+        (1, 2, 1),
+        "{c:?}"
+    );
+}

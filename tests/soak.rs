@@ -280,6 +280,17 @@ fn soak_child() {
     let _ = env_logger::Builder::new()
         .parse_filters("chatapp_session=debug")
         .target(env_logger::Target::Stderr)
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(
+                buf,
+                "[{:?} {} {}] {}",
+                std::thread::current().id(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
         .try_init();
     let clock = SoakClock {
         control: control.clone(),
@@ -662,7 +673,9 @@ impl Run {
                             || line.starts_with("paused ")
                             || line.starts_with("final ")
                     } else {
-                        line.contains(" INFO ") || line.contains(" WARN ")
+                        std::env::var_os("CHATAPP_SOAK_DEBUG").is_some()
+                            || line.contains(" INFO ")
+                            || line.contains(" WARN ")
                     };
                     if keep {
                         let _ = tx.send(Said::Line(slot, incarnation, line));
