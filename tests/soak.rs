@@ -602,6 +602,17 @@ impl Run {
             log: Vec::new(),
             final_lines: vec![None; cfg.processes],
         };
+        // The first pair: a login by the parent (its clock is the server's), as an operator
+        // would before starting the fleet. It is the "1" of invariant 3.
+        Session::builder()
+            .credentials(run.server.credentials())
+            .store(open_store(&run.spec))
+            .base_url(run.server.base_url())
+            .clock(run.server.clock())
+            .build()
+            .unwrap()
+            .login()
+            .unwrap();
         for slot in 0..cfg.processes {
             let child = run.spawn(slot, 0);
             run.members.push(Member {
@@ -848,6 +859,14 @@ impl Run {
         }
         self.tick += 1;
         self.end_spells(false);
+        // A make on its way sees no hours pass (a real one takes seconds): its in-flight mark,
+        // on the server's clock, would otherwise expire at once and let others make too.
+        let start = Instant::now();
+        while self.server.requests_in_progress_on(Route::Make) > 0
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         self.control.now += self.cfg.tick_secs;
         self.server.advance(self.cfg.tick_secs);
         self.write_control();
@@ -982,9 +1001,12 @@ impl Run {
     ///    between that rotation and the refusal (the new pair could not be saved), a
     ///    revocation; or the refused request was itself late (`Delay`: its sender had given
     ///    up). Never "unknown" or "expired".
-    /// 3. Makes issued <= 1 + rotations with lost/late replies + makes with lost/late replies +
-    ///    revocations of every pair + SIGKILLs + full-disk spells; no make was refused for the
-    ///    server's quota, and no 24 h of the server's clock holds more than 100 issued makes.
+    /// 3. Makes issued <= 1 (the parent's login) + rotations with lost/late replies + makes
+    ///    with lost/late replies + revocations of every pair + SIGKILLs + SIGSTOPs + clock
+    ///    jumps + full-disk spells (a stopped or jumped process can outlive or misjudge the
+    ///    in-flight mark of a make on a store whose lock ends with each save); no make was
+    ///    refused for the server's quota, and no 24 h of the server's clock holds more than
+    ///    100 issued makes.
     /// 4. Refreshes issued <= access-token lifetimes elapsed + 1 + revocations (access and
     ///    all) + lost/late refresh replies + makes issued + SIGKILLs + process starts +
     ///    clock jumps + full-disk spells (each term is one refresh it can force, see
@@ -1098,9 +1120,11 @@ impl Run {
         let makes = self.made().count() as u64;
         let kills = self.kills_at.len() as u64;
         let disk = self.disk_spans.len() as u64;
-        let make_bound = 1 + lost_refreshes + lost_makes + c(Kind::RevokeAll) + kills + disk;
+        let (stops, jumps) = (c(Kind::Stop), c(Kind::ClockJump));
+        let make_bound =
+            1 + lost_refreshes + lost_makes + c(Kind::RevokeAll) + kills + stops + jumps + disk;
         if makes > make_bound {
-            let detail = format!("{makes} makes > {make_bound} = 1 + {lost_refreshes} lost refresh replies + {lost_makes} lost make replies + {} revocations + {kills} kills + {disk} full-disk spells", c(Kind::RevokeAll));
+            let detail = format!("{makes} makes > {make_bound} = 1 + {lost_refreshes} lost refresh replies + {lost_makes} lost make replies + {} revocations + {kills} kills + {stops} stops + {jumps} clock jumps + {disk} full-disk spells", c(Kind::RevokeAll));
             self.fail(day, "3 (makes)", detail);
         }
         let quota_refusals = self

@@ -29,7 +29,7 @@ impl Route {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Route::Make => 0,
             Route::Refresh => 1,

@@ -152,6 +152,13 @@ impl FakeChatApp {
         self.shared.in_progress()
     }
 
+    /// How many requests on `route` are being handled right now (a [`Fault::Delay`] counts
+    /// while it waits). A test that moves the clock fast can wait for zero on
+    /// [`Route::Make`] first, so that a make in flight does not see hours pass.
+    pub fn requests_in_progress_on(&self, route: Route) -> usize {
+        self.shared.in_progress_on(route)
+    }
+
     /// Sets every counter back to zero. The quota's record of past makes is kept.
     pub fn reset_counters(&self) {
         self.shared.state.lock().counters = Counters::default();

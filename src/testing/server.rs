@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use serde_json::json;
 
-use super::fault::FaultQueue;
+use super::fault::{FaultQueue, Route};
 use super::http::{self, ReadError, Response};
 use super::routes::{self, Reply};
 use super::state::State;
@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     /// How many requests may be handled at once.
     threads: usize,
+    /// Requests being handled now, per route (indexed by `Route::index`).
+    handling: [AtomicUsize; 4],
     /// How many more requests may be handled at once.
     permits: Mutex<usize>,
     permit_freed: Condvar,
@@ -68,6 +70,7 @@ impl Shared {
             end_times_as_lifetimes: false,
             stop: AtomicBool::new(false),
             threads: threads.max(1),
+            handling: Default::default(),
             permits: Mutex::new(threads.max(1)),
             permit_freed: Condvar::new(),
             connections: Mutex::new(HashMap::new()),
@@ -93,6 +96,13 @@ impl Shared {
     /// How many requests are being handled now.
     pub(crate) fn in_progress(&self) -> usize {
         self.threads.saturating_sub(*self.permits.lock())
+    }
+
+    /// How many requests on `route` are being handled now.
+    pub(crate) fn in_progress_on(&self, route: Route) -> usize {
+        self.handling
+            .get(route.index())
+            .map_or(0, |n| n.load(Ordering::SeqCst))
     }
 
     /// Waits for a free handling slot; `None` when the server stops first.
@@ -265,7 +275,16 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
         let Some(permit) = shared.acquire() else {
             break;
         };
+        let counter = shared
+            .handling
+            .get(Route::of(&request.method, &request.path).index());
+        if let Some(n) = counter {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
         let reply = routes::handle(shared, &request);
+        if let Some(n) = counter {
+            n.fetch_sub(1, Ordering::SeqCst);
+        }
         drop(permit);
         let head_only = request.method == "HEAD";
         let keep_open = match reply {
