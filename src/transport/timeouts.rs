@@ -20,11 +20,25 @@
 //! An IP literal (`http://127.0.0.1:8080`) needs no lookup, so none is bounded and none runs
 //! on a thread. ureq's wait for `100 Continue` is never entered: no request sends
 //! `Expect: 100-continue`.
+//!
+//! ureq hands each read and write the time left in its phase, and its TCP transport sets the
+//! socket's timeout (a `setsockopt` system call) whenever that value differs from the last
+//! one, which it always does: two calls per request, about 4 % of a loopback request.
+//! [`SteadyTimeouts`] rounds the time left down to a whole [`STEP`] first, so successive
+//! requests on a kept-alive connection ask for the same timeouts and make no such call. A
+//! phase may end up to one step early, never late; budgets under a second are left exact.
 
 use std::time::Duration;
 
 use ureq::config::ConfigBuilder;
 use ureq::typestate::AgentScope;
+use ureq::unversioned::transport::time::Duration as UreqDuration;
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
+
+/// The granularity of the socket timeouts: see the module's documentation.
+pub(crate) const STEP: Duration = Duration::from_millis(50);
+/// Time left below this is passed on exact: a step would be a large part of it.
+const STEADY_FROM: Duration = Duration::from_secs(1);
 
 /// The longest timeout accepted: ureq adds budgets to `Instant`s, which would overflow (and
 /// panic) for absurd values such as `Duration::MAX`.
@@ -86,9 +100,99 @@ impl PhaseBudgets {
     }
 }
 
+/// Rounds the time left down to a whole [`STEP`] (when at least [`STEADY_FROM`] is left).
+fn steady(mut timeout: NextTimeout) -> NextTimeout {
+    if let UreqDuration::Exact(left) = timeout.after {
+        if left >= STEADY_FROM {
+            let steps = left.as_nanos() / STEP.as_nanos();
+            // `steps` is at most a year over 50 ms: it fits a u32 many times over.
+            timeout.after = UreqDuration::Exact(STEP * u32::try_from(steps).unwrap_or(u32::MAX));
+        }
+    }
+    timeout
+}
+
+/// The outermost link of the connector chain: wraps each connection in a [`Steady`] one.
+#[derive(Debug, Default)]
+pub(crate) struct SteadyTimeouts;
+
+impl<In: Transport> Connector<In> for SteadyTimeouts {
+    type Out = Steady<In>;
+
+    fn connect(
+        &self,
+        _details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(Steady))
+    }
+}
+
+/// A connection whose reads and writes get the time left rounded by [`steady`].
+#[derive(Debug)]
+pub(crate) struct Steady<T>(T);
+
+impl<T: Transport> Transport for Steady<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.0.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.0.transmit_output(amount, steady(timeout))
+    }
+
+    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.0.maybe_await_input(steady(timeout))
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.0.await_input(steady(timeout))
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.0.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn left(after: UreqDuration) -> NextTimeout {
+        NextTimeout {
+            after,
+            ..NextTimeout::default()
+        }
+    }
+
+    #[test]
+    fn time_left_is_rounded_down_to_a_step_from_a_second_on() {
+        let exact = |ms: u64, ns: u32| {
+            UreqDuration::Exact(Duration::from_millis(ms) + Duration::from_nanos(u64::from(ns)))
+        };
+        for (given, want) in [
+            (exact(14_999, 999_999), exact(14_950, 0)),
+            (exact(14_950, 1), exact(14_950, 0)),
+            (exact(14_950, 0), exact(14_950, 0)),
+            (exact(1_000, 0), exact(1_000, 0)),
+            (exact(1_049, 7), exact(1_000, 0)),
+            // Under a second: exact, so a short budget is never cut to nothing.
+            (exact(999, 5), exact(999, 5)),
+            (exact(30, 0), exact(30, 0)),
+            (UreqDuration::NotHappening, UreqDuration::NotHappening),
+        ] {
+            assert_eq!(steady(left(given)).after, want, "{given:?}");
+        }
+        // Two requests a little apart ask for the same timeout.
+        assert_eq!(
+            steady(left(exact(14_999, 990_000))).after,
+            steady(left(exact(14_999, 980_000))).after
+        );
+    }
 
     #[test]
     fn the_budgets_add_up_to_the_timeout_at_most() {

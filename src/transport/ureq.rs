@@ -12,7 +12,7 @@ use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use super::envelope::{parse_envelope, parse_token_pair};
-use super::timeouts::{PhaseBudgets, MAX_TIMEOUT};
+use super::timeouts::{PhaseBudgets, SteadyTimeouts, MAX_TIMEOUT};
 use super::{sent, Transport, TransportConfig};
 use crate::clock::SessionClock;
 use crate::error::{Delivery, Endpoint, Error, Result};
@@ -111,7 +111,9 @@ impl UreqTransport {
             // HTTP(S)_PROXY would otherwise send even 127.0.0.1 through the proxy.
             builder = builder.proxy(None);
         }
-        let connector = DefaultConnector::new().chain(sent::WatchSends);
+        let connector = DefaultConnector::new()
+            .chain(sent::WatchSends)
+            .chain(SteadyTimeouts);
         let agent = ureq::Agent::with_parts(builder.build(), connector, DefaultResolver::default());
         Ok(UreqTransport {
             agent,
