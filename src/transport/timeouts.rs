@@ -27,6 +27,8 @@
 //! [`SteadyTimeouts`] rounds the time left down to a whole [`STEP`] first, so successive
 //! requests on a kept-alive connection ask for the same timeouts and make no such call. A
 //! phase may end up to one step early, never late; budgets under a second are left exact.
+//! It is a link of ureq's `unversioned` connector chain, like `transport/sent.rs`, which is why
+//! `Cargo.toml` keeps ureq on one minor version.
 
 use std::time::Duration;
 
