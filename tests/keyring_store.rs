@@ -19,8 +19,9 @@
 //! reached (no session bus, a locked Keychain...), every test that needs one fails at once
 //! with instructions; none passes without having run. The tests of the Linux-only parts (the
 //! kernel keyring, a missing bus, a locked collection) are compiled on Linux only. This
-//! project's CI runs them on Linux only: the macOS and Windows runs are for a developer on
-//! such a machine.
+//! project's CI runs them on Linux only, and type-checks them for macOS and Windows
+//! (`.ci/macos-check`, `.ci/windows-check`): running them there is for a developer on such a
+//! machine.
 #![cfg(all(
     feature = "keyring",
     any(target_os = "linux", target_os = "macos", target_os = "windows")
