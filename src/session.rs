@@ -42,6 +42,8 @@ struct Inner {
     transport: Box<dyn Transport>,
     store: Box<dyn TokenStore>,
     key: StoreKey,
+    /// The key earlier versions gave this account, looked up when `key` holds nothing.
+    legacy_key: Option<StoreKey>,
     credentials: Option<Credentials>,
     policy: Policy,
     clock: SessionClock,
@@ -136,7 +138,7 @@ impl Session {
     pub fn login(&self) -> Result<()> {
         let _flight = self.inner.flight.lock();
         let mut guard = self.inner.store.lock(&self.inner.key)?;
-        let mut record = guard.load()?.unwrap_or_default();
+        let mut record = self.inner.load_locked(&mut *guard)?.unwrap_or_default();
         let now = self.inner.clock.now();
         if self.inner.credentials.is_none() {
             return Err(Error::CredentialsRequired);
@@ -164,7 +166,13 @@ impl Session {
     /// # Errors
     /// [`Error::Storage`] when the store fails.
     pub fn status(&self) -> Result<Status> {
-        let record = self.inner.store.load(&self.inner.key)?.unwrap_or_default();
+        let record = match self.inner.store.load(&self.inner.key)? {
+            Some(record) => record,
+            None => match &self.inner.legacy_key {
+                Some(legacy) => self.inner.store.load(legacy)?.unwrap_or_default(),
+                None => StoredRecord::default(),
+            },
+        };
         let pair = record.pair.as_ref();
         let now = self.inner.clock.now();
         Ok(Status {
@@ -223,6 +231,18 @@ fn quota_error(quota: policy::Quota, server: Option<ApiError>) -> Error {
 }
 
 impl Inner {
+    /// The record under the held lock; when the key holds none, the record an earlier version
+    /// saved under this account's legacy key, which then moves to the new key at the next save
+    /// (issue 11: canonical store keys).
+    fn load_locked(&self, guard: &mut dyn StoreLock) -> Result<Option<StoredRecord>> {
+        Ok(match &self.legacy_key {
+            Some(legacy) => {
+                crate::store::load_with_legacy(&*self.store, guard, &self.key, legacy)?
+            }
+            None => guard.load()?,
+        })
+    }
+
     /// The cached access token if it is still usable: the hot path.
     #[inline]
     fn cached(&self) -> Option<AccessToken> {
@@ -250,7 +270,7 @@ impl Inner {
             }
         }
         let mut guard = self.store.lock(&self.key)?;
-        let mut record = guard.load()?.unwrap_or_default();
+        let mut record = self.load_locked(&mut *guard)?.unwrap_or_default();
         let mut refresh_refusal: Option<ApiError> = None;
         loop {
             let now = self.clock.now();
@@ -536,6 +556,14 @@ impl SessionBuilder {
         if self.config.timeout.is_zero() {
             return Err(Error::Config("the timeout must be longer than zero".into()));
         }
+        let legacy_key = match (&self.store_key, &self.credentials) {
+            (None, Some(c)) => Some(StoreKey::legacy_for_account(
+                &self.config.base_url,
+                c.email(),
+                c.app_id(),
+            )),
+            _ => None,
+        };
         let key = match (self.store_key, &self.credentials) {
             (Some(key), _) => key,
             (None, Some(c)) => StoreKey::for_account(&self.config.base_url, c.email(), c.app_id()),
@@ -550,6 +578,7 @@ impl SessionBuilder {
                 transport,
                 store: self.store.unwrap_or_else(|| Box::new(MemoryStore::new())),
                 key,
+                legacy_key,
                 credentials: self.credentials,
                 policy: self.policy,
                 clock: SessionClock::new(self.clock),

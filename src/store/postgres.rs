@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use self::conninfo::Tls;
 use super::schema;
-use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "postgres";
@@ -57,7 +57,8 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 /// Keeps records in a PostgreSQL database, so that a fleet of machines shares one ChatApp
 /// session: table `chatapp_session_tokens(store_key TEXT PRIMARY KEY, record TEXT NOT NULL,
 /// updated_at TIMESTAMPTZ NOT NULL DEFAULT now())`, one row per [`StoreKey`] holding the pair
-/// and the make ledger in the form of [`encode_record`]; table
+/// and the make ledger in the form of [`encode_record`](super::encode_record) (or sealed in an
+/// encrypted envelope, `with_encryption`, feature `encryption`); table
 /// `chatapp_session_schema(version INT NOT NULL)` holds the schema version. Both are created
 /// on first use, in the connection's `search_path`.
 ///
@@ -101,6 +102,7 @@ pub struct PostgresStore {
     main: Mutex<Option<Client>>,
     /// Serves loads while a lock holds `main`; opened on first need.
     reader: Mutex<Option<Client>>,
+    codec: RecordCodec,
 }
 
 impl PostgresStore {
@@ -152,6 +154,7 @@ impl PostgresStore {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             main: Mutex::new(None),
             reader: Mutex::new(None),
+            codec: RecordCodec::default(),
         };
         let mut client = store.open_client()?;
         migrate(&mut client, &store.location)?;
@@ -170,6 +173,19 @@ impl PostgresStore {
     /// The lock timeout in force.
     pub fn lock_timeout(&self) -> Duration {
         self.lock_timeout
+    }
+
+    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
+    /// are still read, and are sealed at their next save.
+    #[cfg(feature = "encryption")]
+    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
+        self.codec = RecordCodec::encrypted(encryption);
+        self
+    }
+
+    /// Whether this store encrypts the records it saves.
+    pub fn is_encrypted(&self) -> bool {
+        self.codec.is_encrypting()
     }
 
     /// The connection string, every password replaced by `[redacted]`.
@@ -264,7 +280,9 @@ impl PostgresStore {
     ) -> Result<Option<StoredRecord>, StoreError> {
         match raw {
             Some(text) if !text.is_empty() => {
-                decode_record(text.as_bytes(), STORE, &self.record_location(key)).map(Some)
+                self.codec
+                    .decode(text.as_bytes(), key, STORE, &self.record_location(key))
+                    .map(Some)
             }
             _ => Ok(None),
         }
@@ -310,6 +328,7 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("conninfo", &self.conninfo)
             .field("lock_timeout", &self.lock_timeout)
+            .field("encrypted", &self.codec.is_encrypting())
             .finish_non_exhaustive()
     }
 }
@@ -383,7 +402,9 @@ impl PostgresLock<'_> {
         // Never replace a record that this build cannot read.
         let current = store.select(client, &key, SELECT)?;
         store.decode(&key, current)?;
-        let encoded = encode_record(record);
+        let encoded = store
+            .codec
+            .encode(&key, record, STORE, &store.record_location(&key))?;
         client
             .execute_typed(
                 UPSERT,
