@@ -2,6 +2,7 @@
 //! share one session; a row lock (`SELECT ... FOR UPDATE`) is the single flight across them.
 
 mod conninfo;
+mod libpq;
 
 use std::fmt;
 use std::sync::Arc;
@@ -85,7 +86,13 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 /// - TLS: with `sslmode=require`, `verify-ca` or `verify-full` the connection uses TLS
 ///   (rustls) and verifies the server's certificate chain *and* name in all three modes,
 ///   against the CAs of the PEM file `sslrootcert=PATH`, or the Mozilla roots when it is
-///   missing (or `system`). `disable`, `allow`, `prefer` or no `sslmode` connect without TLS.
+///   missing (or `system`). `prefer`, and no `sslmode`, try TLS first, as libpq does, and
+///   connect in clear only when the server offers no TLS; like libpq they do not verify the
+///   certificate (use `verify-full` against an active attacker). `disable` and `allow`
+///   connect without TLS. What the connection string leaves out comes from `PGHOST`,
+///   `PGPORT`, `PGUSER`, `PGDATABASE`, `PGOPTIONS`, `PGAPPNAME`, `PGCONNECT_TIMEOUT`,
+///   `PGSSLMODE`, `PGSSLROOTCERT`, and the password from `PGPASSWORD`, else the password file
+///   (`PGPASSFILE`, else `~/.pgpass`), which is refused when group or others can access it.
 ///   Client certificates are not supported.
 /// - `Debug` and every error show the connection string with its password replaced by
 ///   `[redacted]`, and never quote a row.
@@ -135,8 +142,16 @@ impl PostgresStore {
             .config_text
             .parse()
             .map_err(|e| failure(&location, "read the connection string", &e))?;
+        libpq::apply_environment(&mut config, &|name| std::env::var(name).ok()).map_err(
+            |detail| StoreError::Backend {
+                store: STORE,
+                location: location.clone(),
+                source: detail.into(),
+            },
+        )?;
         config.ssl_mode(match info.tls {
             Tls::Off => SslMode::Disable,
+            Tls::Prefer => SslMode::Prefer,
             Tls::Verify { .. } => SslMode::Require,
         });
         if config.get_connect_timeout().is_none() {
@@ -485,13 +500,19 @@ fn tls_connector(tls: &Tls, location: &str) -> Result<Option<MakeRustlsConnect>,
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 
-    let Tls::Verify { root_cert } = tls else {
-        return Ok(None);
-    };
     let tls_error = |detail: String| StoreError::Backend {
         store: STORE,
         location: location.to_owned(),
         source: detail.into(),
+    };
+    let root_cert = match tls {
+        Tls::Off => return Ok(None),
+        Tls::Prefer => {
+            let config = libpq::unverified_tls_config()
+                .map_err(|e| tls_error(format!("TLS setup: {e}")))?;
+            return Ok(Some(MakeRustlsConnect::new(config)));
+        }
+        Tls::Verify { root_cert } => root_cert,
     };
     let roots = match root_cert {
         None => rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
