@@ -230,9 +230,7 @@ fn open_store(spec: Option<&str>) -> Result<(Box<dyn TokenStore>, bool), Failure
         }};
     }
     let Some(spec) = spec else {
-        return maybe_encrypted!(chatapp_session::store::FileStore::new(
-            default_store_path()?
-        ));
+        return maybe_encrypted!(chatapp_session::store::FileStore::new(default_store_path()?));
     };
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
     let need_arg = |what: &str| {

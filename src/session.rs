@@ -236,9 +236,7 @@ impl Inner {
     /// (issue 11: canonical store keys).
     fn load_locked(&self, guard: &mut dyn StoreLock) -> Result<Option<StoredRecord>> {
         Ok(match &self.legacy_key {
-            Some(legacy) => {
-                crate::store::load_with_legacy(&*self.store, guard, &self.key, legacy)?
-            }
+            Some(legacy) => crate::store::load_with_legacy(&*self.store, guard, &self.key, legacy)?,
             None => guard.load()?,
         })
     }

@@ -36,6 +36,8 @@ mod sqlite;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
+#[cfg(any(feature = "file", feature = "sqlite", feature = "postgres"))]
+pub(crate) use codec::RecordCodec;
 #[cfg(feature = "encryption")]
 pub use encryption::{Encryption, EncryptionKey, KEYRING_KEY_ACCOUNT};
 #[cfg(feature = "file")]
@@ -43,8 +45,6 @@ pub use file::FileStore;
 #[cfg(feature = "keyring")]
 pub use keyring::{KeyringBackend, KeyringStore};
 pub use memory::MemoryStore;
-#[cfg(any(feature = "file", feature = "sqlite", feature = "postgres"))]
-pub(crate) use codec::RecordCodec;
 pub use record::{decode_record, encode_record, RECORD_VERSION};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -106,11 +106,7 @@ impl StoreKey {
         else {
             return None;
         };
-        Some((
-            decode_part(base)?,
-            decode_part(email)?,
-            decode_part(app)?,
-        ))
+        Some((decode_part(base)?, decode_part(email)?, decode_part(app)?))
     }
 
     /// The key used when only the base URL is known (no credentials given).

@@ -294,11 +294,10 @@ impl PostgresStore {
         raw: Option<Zeroizing<String>>,
     ) -> Result<Option<StoredRecord>, StoreError> {
         match raw {
-            Some(text) if !text.is_empty() => {
-                self.codec
-                    .decode(text.as_bytes(), key, STORE, &self.record_location(key))
-                    .map(Some)
-            }
+            Some(text) if !text.is_empty() => self
+                .codec
+                .decode(text.as_bytes(), key, STORE, &self.record_location(key))
+                .map(Some),
             _ => Ok(None),
         }
     }
@@ -508,8 +507,8 @@ fn tls_connector(tls: &Tls, location: &str) -> Result<Option<MakeRustlsConnect>,
     let root_cert = match tls {
         Tls::Off => return Ok(None),
         Tls::Prefer => {
-            let config = libpq::unverified_tls_config()
-                .map_err(|e| tls_error(format!("TLS setup: {e}")))?;
+            let config =
+                libpq::unverified_tls_config().map_err(|e| tls_error(format!("TLS setup: {e}")))?;
             return Ok(Some(MakeRustlsConnect::new(config)));
         }
         Tls::Verify { root_cert } => root_cert,

@@ -237,10 +237,12 @@ impl SqliteLock<'_> {
         let sql = |e| sql_error(e, &self.store.location);
         // Never replace a record that this build cannot read.
         self.store.select(&self.conn, &self.key)?;
-        let encoded =
-            self.store
-                .codec
-                .encode(&self.key, record, STORE, &self.store.record_location(&self.key))?;
+        let encoded = self.store.codec.encode(
+            &self.key,
+            record,
+            STORE,
+            &self.store.record_location(&self.key),
+        )?;
         self.conn
             .prepare_cached(UPSERT)
             .and_then(|mut stmt| stmt.execute([self.key.as_str(), encoded.as_str()]))

@@ -5,8 +5,8 @@ use std::io::Read;
 use std::net::IpAddr;
 
 use serde_json::Value;
-use zeroize::Zeroizing;
 use ureq::http;
+use zeroize::Zeroizing;
 
 use super::envelope::{parse_envelope, parse_token_pair};
 use super::{Transport, TransportConfig};
@@ -147,7 +147,9 @@ impl UreqTransport {
         }
         // A zeroizing buffer: make and refresh replies hold a token pair. Room for the
         // declared length up front, so that no copy is left behind in an outgrown buffer.
-        let room = declared.map_or(8 * 1024, |n| n.saturating_add(1)).min(cap.saturating_add(1));
+        let room = declared
+            .map_or(8 * 1024, |n| n.saturating_add(1))
+            .min(cap.saturating_add(1));
         let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(room).unwrap_or(0)));
         let read = response
             .body_mut()

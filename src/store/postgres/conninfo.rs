@@ -174,8 +174,11 @@ fn redact_query(text: &str) -> String {
 fn tls_mode(sslmode: Option<&str>, root_cert: Option<String>) -> Result<Tls, String> {
     let env_mode = std::env::var("PGSSLMODE").ok().filter(|v| !v.is_empty());
     let sslmode = sslmode.or(env_mode.as_deref());
-    let root_cert =
-        root_cert.or_else(|| std::env::var("PGSSLROOTCERT").ok().filter(|v| !v.is_empty()));
+    let root_cert = root_cert.or_else(|| {
+        std::env::var("PGSSLROOTCERT")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
     match sslmode {
         Some("disable" | "allow") => Ok(Tls::Off),
         None | Some("prefer") => Ok(Tls::Prefer),

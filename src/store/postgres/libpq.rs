@@ -119,7 +119,12 @@ fn password_from_file(path: &Path, config: &Config) -> Result<Option<Zeroizing<S
         Some(Host::Unix(_)) => "localhost".to_owned(),
         None => "localhost".to_owned(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
     let user = config.get_user().unwrap_or_default();
     let dbname = config.get_dbname().unwrap_or(user);
     let wanted = [host.as_str(), port.as_str(), dbname, user];
@@ -166,11 +171,13 @@ fn split_fields(line: &str) -> Vec<Zeroizing<String>> {
 /// still checked, so the server holds the key of the certificate it shows.
 pub(crate) fn unverified_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth())
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+    )
 }
 
 struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
@@ -282,7 +289,10 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
             let e = password_from_file(&path, &config).unwrap_err();
-            assert!(e.contains("group or others") && !e.contains("fallback"), "{e}");
+            assert!(
+                e.contains("group or others") && !e.contains("fallback"),
+                "{e}"
+            );
         }
         assert!(password_from_file(&dir.path().join("none"), &config)
             .unwrap()
