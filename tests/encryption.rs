@@ -232,34 +232,63 @@ fn key_sources_refuse_what_they_cannot_trust() {
     }
 }
 
+/// A key kept in the OS keyring (made by the first call, found by the second) seals and
+/// opens records of the store `open` opens; another service's key does not open them.
 #[cfg(feature = "keyring")]
-#[test]
-fn a_key_in_the_keyring_is_made_once_and_found_again() {
+fn keyring_key_round_trip(open: &dyn Fn(Option<Encryption>) -> Box<dyn TokenStore>) {
     use chatapp_session::store::KeyringStore;
-    let service = format!("chatapp-session-test-key-{}", std::process::id());
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let service = format!(
+        "chatapp-session-test-key-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
     let first = match EncryptionKey::from_keyring(&KeyringStore::new(&service)) {
         Ok(key) => key,
         Err(e) => panic!("no usable keyring ({e}): run under .ci/keyring-env (bash .ci/test does)"),
     };
     let second = EncryptionKey::from_keyring(&KeyringStore::new(&service)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.json");
     let k = StoreKey::new("k");
     let record = StoredRecord {
         pair: None,
         makes: vec![7],
     };
-    FileStore::new(&path)
-        .with_encryption(Encryption::new(first))
+    open(Some(Encryption::new(first)))
         .save(&k, &record)
         .unwrap();
-    let reopened = FileStore::new(&path).with_encryption(Encryption::new(second));
-    assert_eq!(reopened.load(&k).unwrap(), Some(record));
-    // Another service holds another key.
+    assert_eq!(
+        open(Some(Encryption::new(second))).load(&k).unwrap(),
+        Some(record)
+    );
     let other =
         EncryptionKey::from_keyring(&KeyringStore::new(format!("{service}-other"))).unwrap();
-    let wrong = FileStore::new(&path).with_encryption(Encryption::new(other));
-    assert_eq!(problem(wrong.load(&k)), EncryptionProblem::WrongKey);
+    assert_eq!(
+        problem(open(Some(Encryption::new(other))).load(&k)),
+        EncryptionProblem::WrongKey
+    );
+}
+
+#[cfg(feature = "keyring")]
+#[test]
+fn a_key_in_the_keyring_serves_the_file_and_sqlite_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.json");
+    keyring_key_round_trip(&|e| {
+        let store = FileStore::new(&file);
+        Box::new(match e {
+            Some(e) => store.with_encryption(e),
+            None => store,
+        })
+    });
+    let db = dir.path().join("s.db");
+    keyring_key_round_trip(&|e| {
+        let store = SqliteStore::open(&db).unwrap();
+        Box::new(match e {
+            Some(e) => store.with_encryption(e),
+            None => store,
+        })
+    });
 }
 
 #[test]
@@ -464,6 +493,11 @@ mod postgres {
             raw: &raw,
             set_raw: &set_raw,
         });
+        client()
+            .batch_execute("DELETE FROM chatapp_session_tokens")
+            .unwrap();
+        #[cfg(feature = "keyring")]
+        keyring_key_round_trip(&open);
         admin
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .unwrap();

@@ -155,7 +155,7 @@ impl UreqTransport {
             .body_mut()
             .as_reader()
             .take(cap.saturating_add(1))
-            .read_to_end(&mut *bytes);
+            .read_to_end(&mut bytes);
         match read {
             Ok(n) if n as u64 > cap => Err(self.too_large(endpoint, status)),
             Ok(_) => Ok((status, bytes)),
