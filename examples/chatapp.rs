@@ -6,6 +6,9 @@
 //! ```
 //! Credentials come from `CHATAPP_EMAIL`, `CHATAPP_PASSWORD` and `CHATAPP_APP_ID`;
 //! `CHATAPP_BASE_URL` overrides the default base URL, `--base-url` overrides both.
+//! `CHATAPP_STORE_KEY` (base64 of 32 bytes | `keyring:SERVICE` | `file:PATH`) encrypts the
+//! `file:`, `sqlite:` and `postgres:` stores (feature `encryption`); a PostgreSQL password is
+//! best given by `PGPASSWORD` or a `0600` password file, not in the `--store` conninfo.
 //! Exit codes: 0 ok, 2 usage, 3 rejected by the server, 4 make quota exhausted,
 //! 5 network or server failure, 6 storage failure.
 

@@ -305,7 +305,8 @@ impl Inner {
                                     "tokens.refresh refused the stored refresh token ({refusal})"
                                 );
                                 // Another client may have refreshed a moment ago: reload once.
-                                let reloaded = guard.load()?.unwrap_or_default();
+                                let reloaded =
+                                    self.load_locked(guard.as_mut())?.unwrap_or_default();
                                 if reloaded.pair.as_ref() != Some(&stale) && reloaded.pair.is_some()
                                 {
                                     record = reloaded;

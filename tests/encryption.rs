@@ -224,7 +224,13 @@ fn key_sources_refuse_what_they_cannot_trust() {
             Err(StoreError::InsecurePermissions { .. })
         ));
     }
-    for bad in ["", "not base64!", "c2hvcnQ=", "file:/nonexistent/key"] {
+    for bad in [
+        "",
+        "not base64!",
+        "c2hvcnQ=",
+        "file:/nonexistent/key",
+        "keyring:",
+    ] {
         match EncryptionKey::from_spec(bad) {
             Err(StoreError::Key { .. }) => {}
             other => panic!("{bad:?} gave {other:?}"),
@@ -369,6 +375,30 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
     assert!(moved.makes.contains(&earlier_make), "{:?}", moved.makes);
     assert_eq!(moved.makes.len(), 2);
     assert_eq!(server.counters().makes, 1);
+
+    // A dead pair under the old key: the refused refresh, the reload and the make keep the
+    // old ledger too.
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path().join("s.json"));
+    let mut pair = server.issue_pair();
+    pair.access_expires_at = server.now() - 1;
+    let old = StoredRecord {
+        pair: Some(pair),
+        makes: vec![earlier_make],
+    };
+    store.save(&legacy, &old).unwrap();
+    server.revoke_all();
+    let session = Session::builder()
+        .base_url(server.base_url())
+        .credentials(server.credentials())
+        .store(store.clone())
+        .clock(server.clock())
+        .build()
+        .unwrap();
+    session.access_token().unwrap();
+    let moved = store.load(session.store_key()).unwrap().unwrap();
+    assert!(moved.makes.contains(&earlier_make), "{:?}", moved.makes);
+    assert_eq!(server.counters().makes, 2);
 }
 
 #[test]

@@ -148,6 +148,9 @@ impl EncryptionKey {
     /// [`from_base64`](Self::from_base64).
     pub fn from_spec(spec: &str) -> Result<Self, StoreError> {
         if let Some(service) = spec.strip_prefix("keyring:") {
+            if service.is_empty() {
+                return Err(key_error("keyring:", "names no service (keyring:SERVICE)"));
+            }
             #[cfg(feature = "keyring")]
             return Self::from_keyring(&super::KeyringStore::new(service));
             #[cfg(not(feature = "keyring"))]
