@@ -259,6 +259,7 @@ fn keyring_key_round_trip(open: &dyn Fn(Option<Encryption>) -> Box<dyn TokenStor
     let record = StoredRecord {
         pair: None,
         makes: vec![7],
+        ..StoredRecord::default()
     };
     open(Some(Encryption::new(first)))
         .save(&k, &record)
@@ -326,10 +327,12 @@ fn account_keys_never_collide_and_ignore_email_case() {
     let ra = StoredRecord {
         pair: None,
         makes: vec![1],
+        ..StoredRecord::default()
     };
     let rb = StoredRecord {
         pair: None,
         makes: vec![2],
+        ..StoredRecord::default()
     };
     store.save(&a, &ra).unwrap();
     store.save(&b, &rb).unwrap();
@@ -352,6 +355,7 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
     let old = StoredRecord {
         pair: Some(server.issue_pair()),
         makes: vec![earlier_make],
+        ..StoredRecord::default()
     };
     store.save(&legacy, &old).unwrap();
     let session = Session::builder()
@@ -385,6 +389,7 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
     let old = StoredRecord {
         pair: Some(pair),
         makes: vec![earlier_make],
+        ..StoredRecord::default()
     };
     store.save(&legacy, &old).unwrap();
     server.revoke_all();
