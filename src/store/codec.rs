@@ -123,6 +123,12 @@ mod tests {
                 ..
             })
         ));
+        // What a build from before the envelope does with one: it finds no record version
+        // and refuses it as corrupt, so it never overwrites it either.
+        assert!(matches!(
+            decode_record(env, "t", "here"),
+            Err(StoreError::Corrupt { .. })
+        ));
         let plain = encode_record(&StoredRecord::default());
         assert!(!is_envelope(plain.as_bytes()));
         assert_eq!(
