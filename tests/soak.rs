@@ -1196,7 +1196,7 @@ impl Run {
         while self.tick < fault_ticks {
             let faults = self.draw(&forced);
             self.tick(&faults);
-            if self.tick % ticks_per_day == 0 {
+            if self.tick.is_multiple_of(ticks_per_day) {
                 day += 1;
                 self.pause(day);
                 self.check_day(day);
@@ -1350,7 +1350,7 @@ fn signal(child: &Child, sig: &str) {
 /// fired, the fleet did work, output was produced (so the secret scan saw something).
 fn soak(kind: &'static str, spec: String, cfg: Config, all_kinds: bool) -> Figures {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let run = Run::new(kind, spec, cfg, dir.path());
     let lines = run.output_lines.clone();
     let started = Instant::now();
@@ -1396,6 +1396,22 @@ const LONG: Config = Config {
     tick_ms: 40,
 };
 
+/// A directory for the control file and the file and SQLite stores: in `/dev/shm` (a RAM
+/// tmpfs) where there is one, so that the host's disk filling up (other builds on a shared
+/// machine) is never mistaken for an injected full disk.
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("chatapp-soak")
+            .tempdir_in(shm)
+        {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 fn file_spec(dir: &Path) -> String {
     format!("file:{}", dir.join("soak.json").display())
 }
@@ -1407,14 +1423,14 @@ fn sqlite_spec(dir: &Path) -> String {
 
 #[test]
 fn short_soak_on_a_file_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     soak("file", file_spec(dir.path()), SHORT, true);
 }
 
 #[cfg(feature = "sqlite")]
 #[test]
 fn short_soak_on_a_sqlite_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     soak("sqlite", sqlite_spec(dir.path()), SHORT, true);
 }
 
@@ -1476,7 +1492,7 @@ fn short_soak_on_a_keyring_store() {
 #[test]
 #[ignore = "release check, minutes: cargo test --release --test soak -- --ignored long"]
 fn long_soak_on_a_file_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     soak("file", file_spec(dir.path()), LONG, true);
 }
 
@@ -1484,7 +1500,7 @@ fn long_soak_on_a_file_store() {
 #[test]
 #[ignore = "release check, minutes: cargo test --release --test soak -- --ignored long"]
 fn long_soak_on_a_sqlite_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     soak("sqlite", sqlite_spec(dir.path()), LONG, true);
 }
 
