@@ -723,3 +723,17 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
     });
     assert_eq!(holder.load(&key).unwrap(), Some(secret_record(1)));
 }
+
+/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) keeps its row lock, but
+/// each waiter ends with `LockTimeout` within its lock timeout + 2 s.
+#[test]
+fn a_stopped_lock_holder_times_out_every_waiter() {
+    let Some(db) = Db::new("xstop") else { return };
+    drop(db.open());
+    let key = StoreKey::new("stopped holder");
+    let mut holder = common::spawn_child("hold-forever", Path::new(&db.conninfo), &key);
+    common::wait_until_locked(&mut holder);
+    common::stopped_holder_times_out_every_waiter(holder, &key, || {
+        db.open().with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
+    });
+}
