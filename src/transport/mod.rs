@@ -7,6 +7,7 @@
 //! classifies it.
 
 mod envelope;
+mod sent;
 mod ureq;
 
 pub use self::envelope::{parse_envelope, parse_token_pair};
@@ -99,4 +100,11 @@ pub trait Transport: Send + Sync + fmt::Debug {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value>;
+
+    /// The server's clock minus the session's, in seconds, as last seen in a reply's `Date`
+    /// header; `None` while unknown (the default). The session judges end times on the
+    /// server's clock with it, so that a wrong local clock causes no refresh or make storm.
+    fn server_offset(&self) -> Option<i64> {
+        None
+    }
 }
