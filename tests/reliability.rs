@@ -419,7 +419,11 @@ fn twelve_hour_refresh_tokens_over_ten_cli_processes() {
             .expect_code(0, &format!("run {run}"));
     }
     let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (1, 0, 0), "{c:?}");
+    assert_eq!(
+        (c.makes, c.refreshes, c.refreshes_rejected),
+        (1, 0, 0),
+        "{c:?}"
+    );
     // The access token's end: one refresh for the next ten runs, not one each.
     server.advance(6 * HOUR);
     for run in 0..10 {
@@ -427,5 +431,9 @@ fn twelve_hour_refresh_tokens_over_ten_cli_processes() {
             .expect_code(0, &format!("run {run} six hours later"));
     }
     let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (1, 1, 0), "{c:?}");
+    assert_eq!(
+        (c.makes, c.refreshes, c.refreshes_rejected),
+        (1, 1, 0),
+        "{c:?}"
+    );
 }
