@@ -9,6 +9,9 @@
 //! `--timeout` bounds each HTTP exchange (default 30 s); `--lock-timeout` bounds the wait for
 //! another process's refresh (default 30 s, or `--timeout` when that is longer; never shorter
 //! than `--timeout`), then exit 6.
+//! `CHATAPP_STORE_KEY` (base64 of 32 bytes | `keyring:SERVICE` | `file:PATH`) encrypts the
+//! `file:`, `sqlite:` and `postgres:` stores (feature `encryption`); a PostgreSQL password is
+//! best given by `PGPASSWORD` or a `0600` password file, not in the `--store` conninfo.
 //! Exit codes: 0 ok, 2 usage, 3 rejected by the server, 4 make quota exhausted,
 //! 5 network or server failure, 6 storage failure.
 
@@ -36,7 +39,13 @@ SPEC: memory | file:PATH | sqlite:PATH | keyring:SERVICE | postgres:CONNINFO
       (default: file in the user's config dir)
 --timeout SECS       bound on each HTTP exchange (default 30)
 --lock-timeout SECS  bound on the wait for another process's refresh (default 30, or --timeout
-                     when that is longer; never shorter than --timeout); past it: exit 6";
+                     when that is longer; never shorter than --timeout); past it: exit 6
+CHATAPP_STORE_KEY (base64 of 32 bytes | keyring:SERVICE | file:PATH) encrypts file:, sqlite: and
+      postgres: stores (feature `encryption`); status then also has \"encrypted\": true.
+      CHATAPP_STORE_KEY_PREVIOUS (same forms) is still read: set both to rotate the key.
+postgres: the password and any connection setting the CONNINFO leaves out come from PGPASSWORD,
+      PGPASSFILE or ~/.pgpass (0600) and PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE,
+      PGSSLROOTCERT, PGAPPNAME, PGCONNECT_TIMEOUT, PGOPTIONS: keep the password off the command line";
 
 /// A failure with its exit code and one line for stderr.
 struct Failure {
@@ -215,12 +224,53 @@ fn default_store_path() -> Result<PathBuf, Failure> {
     Ok(base.join("chatapp-session").join("session.json"))
 }
 
-fn open_store(spec: Option<&str>, lock_timeout: Duration) -> Result<Box<dyn TokenStore>, Failure> {
-    let Some(spec) = spec else {
-        return Ok(Box::new(
-            chatapp_session::store::FileStore::new(default_store_path()?)
-                .with_lock_timeout(lock_timeout),
+/// The store encryption `CHATAPP_STORE_KEY` (and `CHATAPP_STORE_KEY_PREVIOUS`) ask for.
+#[cfg(feature = "encryption")]
+fn store_encryption() -> Result<Option<chatapp_session::store::Encryption>, Failure> {
+    use chatapp_session::store::{Encryption, EncryptionKey};
+    let Some(spec) = env_nonempty("CHATAPP_STORE_KEY") else {
+        return Ok(None);
+    };
+    let key = EncryptionKey::from_spec(&spec).map_err(Error::from)?;
+    let mut encryption = Encryption::new(key);
+    if let Some(previous) = env_nonempty("CHATAPP_STORE_KEY_PREVIOUS") {
+        encryption =
+            encryption.with_previous(EncryptionKey::from_spec(&previous).map_err(Error::from)?);
+    }
+    Ok(Some(encryption))
+}
+
+/// The store, and whether it encrypts its records.
+fn open_store(
+    spec: Option<&str>,
+    lock_timeout: Duration,
+) -> Result<(Box<dyn TokenStore>, bool), Failure> {
+    #[cfg(feature = "encryption")]
+    let encryption = store_encryption()?;
+    #[cfg(not(feature = "encryption"))]
+    if env_nonempty("CHATAPP_STORE_KEY").is_some() {
+        return Err(Failure::usage(
+            "CHATAPP_STORE_KEY: this build lacks the `encryption` cargo feature",
         ));
+    }
+    // The file, SQLite and PostgreSQL stores, encrypted when a key was given.
+    macro_rules! maybe_encrypted {
+        ($store:expr) => {{
+            let store = $store;
+            #[cfg(feature = "encryption")]
+            let store = match encryption {
+                Some(encryption) => store.with_encryption(encryption),
+                None => store,
+            };
+            let encrypted = store.is_encrypted();
+            Ok((Box::new(store) as Box<dyn TokenStore>, encrypted))
+        }};
+    }
+    let Some(spec) = spec else {
+        return maybe_encrypted!(
+            chatapp_session::store::FileStore::new(default_store_path()?)
+                .with_lock_timeout(lock_timeout)
+        );
     };
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
     let need_arg = |what: &str| {
@@ -231,31 +281,34 @@ fn open_store(spec: Option<&str>, lock_timeout: Duration) -> Result<Box<dyn Toke
         }
     };
     match kind {
-        "memory" => Ok(Box::new(chatapp_session::store::MemoryStore::new())),
+        "memory" => Ok((Box::new(chatapp_session::store::MemoryStore::new()), false)),
         "file" => {
             need_arg("a PATH")?;
-            Ok(Box::new(
-                chatapp_session::store::FileStore::new(arg).with_lock_timeout(lock_timeout),
-            ))
+            maybe_encrypted!(chatapp_session::store::FileStore::new(arg).with_lock_timeout(lock_timeout))
         }
         #[cfg(feature = "sqlite")]
         "sqlite" => {
             need_arg("a PATH")?;
-            let store = chatapp_session::store::SqliteStore::open(arg).map_err(Error::from)?;
-            Ok(Box::new(store.with_lock_timeout(lock_timeout)))
+            maybe_encrypted!(chatapp_session::store::SqliteStore::open(arg)
+                .map_err(Error::from)?
+                .with_lock_timeout(lock_timeout))
         }
         #[cfg(feature = "keyring")]
         "keyring" => {
             need_arg("a SERVICE")?;
-            Ok(Box::new(
-                chatapp_session::store::KeyringStore::new(arg).with_lock_timeout(lock_timeout),
+            Ok((
+                Box::new(
+                    chatapp_session::store::KeyringStore::new(arg).with_lock_timeout(lock_timeout),
+                ),
+                false,
             ))
         }
         #[cfg(feature = "postgres")]
         "postgres" => {
             need_arg("a CONNINFO")?;
-            let store = chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?;
-            Ok(Box::new(store.with_lock_timeout(lock_timeout)))
+            maybe_encrypted!(chatapp_session::store::PostgresStore::connect(arg)
+                .map_err(Error::from)?
+                .with_lock_timeout(lock_timeout))
         }
         // Reached only for the stores whose feature is off in this build.
         #[allow(unreachable_patterns)]
@@ -286,17 +339,19 @@ fn run(args: &[String]) -> Result<(), Failure> {
     let lock_timeout = options
         .lock_timeout
         .unwrap_or_else(|| DEFAULT_LOCK_TIMEOUT.max(options.timeout.unwrap_or(DEFAULT_TIMEOUT)));
-    let mut builder = Session::builder()
-        .base_url(base_url.as_str())
-        .store(open_store(options.store.as_deref(), lock_timeout)?);
-    // The key names the account even when the password is not at hand (status, logout).
-    let key = match (&email, &app_id) {
-        (Some(e), Some(a)) => StoreKey::for_account(&base_url, e, a),
-        _ => StoreKey::for_base_url(&base_url),
-    };
-    builder = builder.store_key(key.as_str());
+    let (store, encrypted) = open_store(options.store.as_deref(), lock_timeout)?;
+    let mut builder = Session::builder().base_url(base_url.as_str()).store(store);
     if let (Some(e), Some(p), Some(a)) = (&email, password, &app_id) {
+        // The session derives the account's key, and finds a record an earlier version saved
+        // under its old key.
         builder = builder.credentials(Credentials::new(e.as_str(), p, a.as_str()));
+    } else {
+        // The key names the account even when the password is not at hand (status, logout).
+        let key = match (&email, &app_id) {
+            (Some(e), Some(a)) => StoreKey::for_account(&base_url, e, a),
+            _ => StoreKey::for_base_url(&base_url),
+        };
+        builder = builder.store_key(key.as_str());
     }
     if let Some(timeout) = options.timeout {
         builder = builder.timeout(timeout);
@@ -330,6 +385,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
                     "makes_last_24h": s.makes_last_24h,
                     "unsaved": s.unsaved,
                     "next_make_at": s.next_make_at,
+                    "encrypted": encrypted,
                 })
             );
         }

@@ -63,6 +63,6 @@ pub mod testing;
 mod token;
 pub mod transport;
 
-pub use error::{ApiError, Delivery, Endpoint, Error, Result, StoreError};
+pub use error::{ApiError, Delivery, EncryptionProblem, Endpoint, Error, Result, StoreError};
 pub use session::{Session, SessionBuilder, Status};
 pub use token::{AccessToken, Credentials, Password, RefreshToken, TokenPair};

@@ -57,14 +57,14 @@ fn missing_file_is_an_empty_store_and_loading_creates_nothing() {
 }
 
 #[test]
-fn debug_shows_the_path_and_lock_timeout_only_and_clones_share_it() {
+fn debug_shows_the_path_encryption_and_lock_timeout_only_and_clones_share_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = store_in(&dir);
     store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
     let debug = format!("{:?}", store.clone());
     assert_eq!(
         debug,
-        format!("FileStore {{ path: {path:?}, lock_timeout: 30s }}")
+        format!("FileStore {{ path: {path:?}, encrypted: false, lock_timeout: 30s }}")
     );
     assert_eq!(store.clone().path(), path);
 }
