@@ -8,6 +8,7 @@
 
 mod envelope;
 mod sent;
+mod timeouts;
 mod ureq;
 
 pub use self::envelope::{parse_envelope, parse_token_pair};
@@ -23,7 +24,7 @@ use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
 /// The real ChatApp API.
 pub const DEFAULT_BASE_URL: &str = "https://api.chatapp.online";
-/// The default bound on one HTTP exchange.
+/// The default bound on one HTTP exchange (see [`TransportConfig::timeout`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default cap on a reply body; a larger reply is refused without being read into memory.
 pub const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
@@ -34,7 +35,11 @@ pub const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
 pub struct TransportConfig {
     /// The base URL, e.g. `https://api.chatapp.online` (no trailing `/`).
     pub base_url: String,
-    /// Bound on each HTTP exchange, connect to last byte.
+    /// Bound on each HTTP exchange, from the name lookup to the reply's last byte. It is
+    /// split among the exchange's phases (lookup 1/10, connect 1/10, request headers 1/20,
+    /// request body 1/10, waiting for the reply's headers 1/2, reply body 3/20), each cut off
+    /// when its share runs out; the shares add up to this bound. Longer than zero and at most
+    /// a year.
     pub timeout: Duration,
     /// The `Lang` header (`en`, `ru`, `pt`), when set.
     pub lang: Option<String>,
