@@ -49,9 +49,10 @@ const T0: i64 = 1_800_000_000;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A delay fault: past the HTTP timeout, so the client gives up before the work is done.
 const DELAY: Duration = Duration::from_millis(2_500);
-/// The bound on any lock wait: the stores' default lock timeout (issue 9 item 8: 30 s; the
-/// file store on this branch has no bound of its own, see docs/soak.md).
-const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every store's lock timeout (`with_lock_timeout`), so that a stalled holder is felt.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the parent holds the store's lock when it stalls a holder: past the timeout.
+const STALL: Duration = Duration::from_secs(4);
 /// The longest a whole call may take, as a child measures it: the wait for another process
 /// (the lock timeout plus the HTTP timeout of the holder's exchange), the call's own exchanges
 /// (the request, a refresh, a make, the resend: four HTTP timeouts at most), and a second for
@@ -247,13 +248,25 @@ impl TokenStore for FlakyDisk {
 fn open_store(spec: &str) -> Box<dyn TokenStore> {
     let (kind, arg) = spec.split_once(':').unwrap();
     match kind {
-        "file" => Box::new(chatapp_session::store::FileStore::new(arg)),
+        "file" => {
+            Box::new(chatapp_session::store::FileStore::new(arg).with_lock_timeout(LOCK_TIMEOUT))
+        }
         #[cfg(feature = "sqlite")]
-        "sqlite" => Box::new(chatapp_session::store::SqliteStore::open(arg).unwrap()),
+        "sqlite" => Box::new(
+            chatapp_session::store::SqliteStore::open(arg)
+                .unwrap()
+                .with_lock_timeout(LOCK_TIMEOUT),
+        ),
         #[cfg(feature = "keyring")]
-        "keyring" => Box::new(chatapp_session::store::KeyringStore::new(arg)),
+        "keyring" => {
+            Box::new(chatapp_session::store::KeyringStore::new(arg).with_lock_timeout(LOCK_TIMEOUT))
+        }
         #[cfg(feature = "postgres")]
-        "postgres" => Box::new(chatapp_session::store::PostgresStore::connect(arg).unwrap()),
+        "postgres" => Box::new(
+            chatapp_session::store::PostgresStore::connect(arg)
+                .unwrap()
+                .with_lock_timeout(LOCK_TIMEOUT),
+        ),
         other => panic!("store {other} not built in"),
     }
 }
@@ -423,9 +436,10 @@ enum Kind {
     Stop,
     DiskFull,
     ClockJump,
+    LockStall,
 }
 
-const KINDS: [Kind; 13] = [
+const KINDS: [Kind; 14] = [
     Kind::Server5xx,
     Kind::Malformed,
     Kind::Dropped,
@@ -439,6 +453,7 @@ const KINDS: [Kind; 13] = [
     Kind::Stop,
     Kind::DiskFull,
     Kind::ClockJump,
+    Kind::LockStall,
 ];
 
 /// A server fault of `kind` for `route`, drawn from `rng` where there is a choice.
@@ -824,6 +839,22 @@ impl Run {
                     self.count(kind);
                 }
             }
+            Kind::LockStall => {
+                // The parent holds the store's lock past the timeout, the clock standing
+                // still: every waiter gives up with LockTimeout, and a save that times out
+                // fails like one on a full disk (it counts as a disk spell in the bounds).
+                let store = open_store(&self.spec);
+                let locked = store.lock(&self.key);
+                if let Ok(guard) = locked {
+                    self.event(format!(
+                        "the parent stalls with the store's lock for {STALL:?}"
+                    ));
+                    self.count(kind);
+                    self.disk_spans.push((self.control.now, self.control.now));
+                    std::thread::sleep(STALL);
+                    drop(guard);
+                }
+            }
             Kind::ClockJump => {
                 let slot = self.rng.below(self.cfg.processes as u64) as usize;
                 let skew = self.rng.skew();
@@ -898,6 +929,7 @@ impl Run {
             (Kind::Stop, 0.04),
             (Kind::DiskFull, 0.03),
             (Kind::ClockJump, 0.03),
+            (Kind::LockStall, 0.01),
         ];
         let mut kinds: Vec<Kind> = p
             .iter()
@@ -960,7 +992,15 @@ impl Run {
         while self.paused_acks.iter().any(|&a| a != n) {
             if start.elapsed() > Duration::from_secs(90) {
                 let acks = self.paused_acks.clone();
-                self.fail(n, "pause", format!("children did not pause: acks {acks:?}"));
+                let states: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| process_state(m.child.id()))
+                    .collect();
+                let detail = format!(
+                    "children did not pause: acks {acks:?}; their threads (state, kernel wait): {states:?}"
+                );
+                self.fail(n, "pause", detail);
             }
             if let Ok(Said::Line(slot, inc, line)) =
                 self.said_rx.recv_timeout(Duration::from_millis(20))
@@ -1345,6 +1385,24 @@ impl Figures {
             self.spawns
         )
     }
+}
+
+/// Each thread of process `pid`: its state and the kernel function it waits in (Linux).
+fn process_state(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("{pid}: gone");
+    };
+    let threads: Vec<String> = tasks
+        .flatten()
+        .map(|t| {
+            let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            let state = read("stat").split(") ").nth(1).map_or(String::new(), |r| {
+                r.split(' ').next().unwrap_or_default().to_owned()
+            });
+            format!("{state}/{}", read("wchan"))
+        })
+        .collect();
+    format!("{pid}: {}", threads.join(" "))
 }
 
 fn signal(child: &Child, sig: &str) {
