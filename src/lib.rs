@@ -53,8 +53,10 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod call;
 pub mod clock;
 mod error;
+mod events;
 pub mod policy;
 mod session;
 pub mod store;
@@ -63,6 +65,8 @@ pub mod testing;
 mod token;
 pub mod transport;
 
+pub use call::{Body, Call, Form, FormPart, Reply};
 pub use error::{ApiError, Endpoint, Error, Result, StoreError};
-pub use session::{Session, SessionBuilder, Status};
+pub use events::Event;
+pub use session::{Attempt, Session, SessionBuilder, Status};
 pub use token::{AccessToken, Credentials, Password, RefreshToken, TokenPair};

@@ -7,14 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::call::{Call, Reply};
 use crate::clock::{Clock, Deadline, SessionClock};
 use crate::error::{ApiError, Error, Result};
+use crate::events::{Event, Events, Hook, QUOTA_LOW_BELOW};
 use crate::policy::{self, Action, Blocked, Policy, Refusal, Situation};
 use crate::store::{MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::token::{AccessToken, Credentials, TokenPair};
-use crate::transport::{Transport, TransportConfig, UreqTransport, DEFAULT_BASE_URL};
+use crate::transport::{
+    check_path, data_as, Transport, TransportConfig, UreqTransport, DEFAULT_BASE_URL,
+};
 
 /// A ChatApp session: cheap to clone (clones share one state), `Send + Sync`.
 ///
@@ -49,6 +55,20 @@ struct Inner {
     current: Mutex<Option<Current>>,
     /// Held across a whole reload-refresh-save: one at a time in this process.
     flight: Mutex<()>,
+    /// The access token last reported refused ([`Session::invalidate`]), until a fresh one
+    /// replaces it.
+    refused: Mutex<Option<AccessToken>>,
+    /// The application's event hook and the events waiting for it.
+    events: Events,
+}
+
+/// What a call made with a token (see [`Session::with_token`]) came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt<T> {
+    /// The server took the token (whatever else it said).
+    Done(T),
+    /// The server refused the token (`ApiInvalidTokenError`, a bare 401, ...).
+    Refused(T),
 }
 
 /// The access token in use and the moment the policy stops letting it out unasked
@@ -93,7 +113,79 @@ impl Session {
         if let Some(access) = self.inner.cached() {
             return Ok(access);
         }
-        self.inner.obtain(None)
+        self.inner.fresh()
+    }
+
+    /// Reports that the server refused `token`, e.g. to a call made with an HTTP client of
+    /// your own. The next [`access_token`](Self::access_token) gets a fresh one under the
+    /// single flight (a refresh first; tokens.make only as the policy allows), however many
+    /// threads report the same token. A token already replaced is ignored.
+    pub fn invalidate(&self, token: &AccessToken) {
+        self.inner.report_refused(token, None);
+        self.inner.events.deliver();
+    }
+
+    /// Runs `call` with a usable token; when it reports [`Attempt::Refused`], reports the
+    /// token refused ([`invalidate`](Self::invalidate)), gets a fresh one and runs `call`
+    /// once more. For calls made with another HTTP client:
+    ///
+    /// ```no_run
+    /// # use chatapp_session::{Attempt, Session};
+    /// # fn get(url: &str, token: &str) -> (u16, String) { (200, String::new()) }
+    /// # let session = Session::builder().build()?;
+    /// let outcome = session.with_token(|token| {
+    ///     let (status, body) = get("https://api.chatapp.online/v1/licenses", token.expose_secret());
+    ///     if status == 401 { Attempt::Refused(body) } else { Attempt::Done(body) }
+    /// })?;
+    /// match outcome {
+    ///     Attempt::Done(body) => println!("{body}"),
+    ///     Attempt::Refused(_) => eprintln!("a fresh token was refused too"),
+    /// }
+    /// # Ok::<(), chatapp_session::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`access_token`](Self::access_token); what `call` returns is its own.
+    pub fn with_token<T>(
+        &self,
+        mut call: impl FnMut(&AccessToken) -> Attempt<T>,
+    ) -> Result<Attempt<T>> {
+        let token = self.access_token()?;
+        match call(&token) {
+            Attempt::Refused(_) => {}
+            done => return Ok(done),
+        }
+        self.invalidate(&token);
+        let fresh = self.access_token()?;
+        Ok(call(&fresh))
+    }
+
+    /// Sends with a usable token; on a refusal of the token itself, reports it, gets a fresh
+    /// one and sends once more. The path is checked before anything is sent.
+    fn retrying<T>(
+        &self,
+        path: &str,
+        mut send: impl FnMut(&AccessToken) -> Result<T>,
+    ) -> Result<T> {
+        check_path(path)?;
+        let token = self.access_token()?;
+        let refusal = match send(&token) {
+            Err(Error::Api(refusal)) if policy::classify(&refusal) == Refusal::InvalidToken => {
+                refusal
+            }
+            Err(Error::Api(refusal)) => return Err(refused_request(refusal)),
+            other => return other,
+        };
+        log::info!("{path}: the server refused the access token ({refusal}); getting a fresh one");
+        self.inner.report_refused(&token, Some(refusal.status));
+        let fresh = self.inner.fresh()?;
+        match send(&fresh) {
+            Err(Error::Api(again)) if policy::classify(&again) == Refusal::InvalidToken => {
+                Err(Error::TokenRejected(again))
+            }
+            Err(Error::Api(other)) => Err(refused_request(other)),
+            other => other,
+        }
     }
 
     /// An authenticated call: `method` on `path` (e.g. `GET /v1/licenses`), with `body` as
@@ -105,25 +197,64 @@ impl Session {
     /// [`Error::RateLimited`] or [`Error::Server`] with the server's code and message, the
     /// transport's errors, and those of [`access_token`](Self::access_token).
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let token = self.access_token()?;
-        let refusal = match self.inner.transport.send(&token, method, path, body) {
-            Err(Error::Api(refusal)) if policy::classify(&refusal) == Refusal::InvalidToken => {
-                refusal
-            }
-            Err(Error::Api(refusal)) => return Err(refused_request(refusal)),
-            other => return other,
-        };
-        log::info!(
-            "{method} {path}: the server refused the access token ({refusal}); getting a fresh one"
-        );
-        let fresh = self.inner.obtain(Some(&token))?;
-        match self.inner.transport.send(&fresh, method, path, body) {
-            Err(Error::Api(again)) if policy::classify(&again) == Refusal::InvalidToken => {
-                Err(Error::TokenRejected(again))
-            }
-            Err(Error::Api(other)) => Err(refused_request(other)),
-            other => other,
-        }
+        self.retrying(path, |token| {
+            self.inner.transport.send(token, method, path, body)
+        })
+    }
+
+    /// [`request`](Self::request) with typed JSON: `body` is sent as JSON and the reply's
+    /// `data` is read as `T`.
+    ///
+    /// ```no_run
+    /// # use chatapp_session::Session;
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(rename_all = "camelCase")]
+    /// struct License { license_id: i64 }
+    ///
+    /// # let session = Session::builder().build()?;
+    /// let licenses = session.request_json::<Vec<License>, ()>("GET", "/v1/licenses", None)?;
+    /// # Ok::<(), chatapp_session::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`request`](Self::request); [`Error::Protocol`] naming `T` when `data` does
+    /// not have its shape (its status is then 200, standing for the 2xx the reply had);
+    /// [`Error::Config`] when `body` cannot be written as JSON.
+    pub fn request_json<T, B>(&self, method: &str, path: &str, body: Option<&B>) -> Result<T>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| Error::Config(format!("the body cannot be written as JSON: {e}")))?;
+        let data = self.request(method, path, body.as_ref())?;
+        data_as(200, data)
+    }
+
+    /// A call of any shape (a multipart upload, a raw body, a binary download), under the
+    /// same rule as [`request`](Self::request): on `ApiInvalidTokenError` (whatever the
+    /// status) or a bare 401 the session gets a fresh token and sends the call once more.
+    /// Returns the reply as it came when the server accepted it.
+    ///
+    /// ```no_run
+    /// # use chatapp_session::{Call, Form, Session};
+    /// # let session = Session::builder().build()?;
+    /// let path = "/v1/licenses/37233/messengers/grWhatsApp/chats/79001234567/messages/file";
+    /// let form = Form::new()
+    ///     .file("file", "photo.png", "image/png", std::fs::read("photo.png").unwrap_or_default())
+    ///     .text("fileName", "photo.png")
+    ///     .text("caption", "Look");
+    /// let sent: serde_json::Value = session.call(&Call::new("POST", path).form(form))?.data()?;
+    /// # Ok::<(), chatapp_session::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`request`](Self::request) (a reply with the ChatApp error envelope, or any
+    /// non-2xx status, is an error); [`Error::Config`] when the transport cannot send calls.
+    pub fn call(&self, call: &Call) -> Result<Reply> {
+        self.retrying(call.path(), |token| self.inner.transport.call(token, call))
     }
 
     /// Sends tokens.make now and saves the new pair, whatever is stored (within the quota).
@@ -145,7 +276,10 @@ impl Session {
         if quota.next_make_at.is_some() {
             return Err(quota_error(quota, None));
         }
-        self.inner.make(guard.as_mut(), &mut record, now).map(drop)
+        let made = self.inner.make(guard.as_mut(), &mut record, now).map(drop);
+        drop(guard);
+        self.inner.events.deliver();
+        made
     }
 
     /// Deletes the stored pair (the make ledger stays, so the quota still counts).
@@ -180,9 +314,14 @@ impl Session {
     ///
     /// # Errors
     /// Those of [`access_token`](Self::access_token) and the transport's.
+    /// A `false` reports the token refused, as [`invalidate`](Self::invalidate) does.
     pub fn check(&self) -> Result<bool> {
         let token = self.access_token()?;
-        self.inner.transport.check(&token)
+        let works = self.inner.transport.check(&token)?;
+        if !works {
+            self.invalidate(&token);
+        }
+        Ok(works)
     }
 
     /// The key this session's record has in its store.
@@ -223,6 +362,42 @@ fn quota_error(quota: policy::Quota, server: Option<ApiError>) -> Error {
 }
 
 impl Inner {
+    /// Queues `event` for the application's hook; it is delivered once the session's locks
+    /// are released.
+    fn emit(&self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// The slow path of [`Session::access_token`]: past a token reported refused, if any.
+    fn fresh(&self) -> Result<AccessToken> {
+        let refused = self.refused.lock().clone();
+        let result = self.obtain(refused.as_ref());
+        if let (Ok(token), Some(refused)) = (&result, &refused) {
+            let mut slot = self.refused.lock();
+            if token != refused && slot.as_ref() == Some(refused) {
+                *slot = None;
+            }
+        }
+        self.events.deliver();
+        result
+    }
+
+    /// Marks `token` refused, unless another is already in use.
+    fn report_refused(&self, token: &AccessToken, status: Option<u16>) {
+        let mut current = self.current.lock();
+        if current.as_ref().is_some_and(|c| c.access != *token) {
+            return; // already replaced
+        }
+        *current = None;
+        drop(current);
+        let mut refused = self.refused.lock();
+        if refused.as_ref() != Some(token) {
+            *refused = Some(token.clone());
+            drop(refused);
+            self.emit(Event::TokenRejected { status });
+        }
+    }
+
     /// The cached access token if it is still usable: the hot path.
     #[inline]
     fn cached(&self) -> Option<AccessToken> {
@@ -277,7 +452,13 @@ impl Inner {
                                 "tokens.refresh: new pair (access ends at {})",
                                 pair.access_expires_at
                             );
-                            return self.save_and_adopt(guard.as_mut(), &mut record, pair, now);
+                            return self.save_and_adopt(
+                                guard.as_mut(),
+                                &mut record,
+                                pair,
+                                now,
+                                Obtained::Refreshed,
+                            );
                         }
                         Err(Error::Api(refusal)) => match policy::classify(&refusal) {
                             Refusal::RateLimited => return Err(Error::RateLimited(refusal)),
@@ -336,7 +517,15 @@ impl Inner {
                     "tokens.make: new pair (access ends at {})",
                     pair.access_expires_at
                 );
-                self.save_and_adopt(guard, record, pair, now)
+                let token = self.save_and_adopt(guard, record, pair, now, Obtained::Made)?;
+                let quota = self.policy.quota(now, &record.makes);
+                if quota.allowed.saturating_sub(quota.used) < QUOTA_LOW_BELOW {
+                    self.emit(Event::QuotaLow {
+                        used: quota.used,
+                        allowed: quota.allowed,
+                    });
+                }
+                Ok(token)
             }
             Err(Error::Api(refusal)) => {
                 record.makes.pop();
@@ -371,10 +560,18 @@ impl Inner {
         record: &mut StoredRecord,
         pair: TokenPair,
         now: i64,
+        how: Obtained,
     ) -> Result<AccessToken> {
         self.policy.prune(now, &mut record.makes);
+        let event = how.event(&pair);
         record.pair = Some(pair);
-        guard.save(record)?;
+        if let Err(e) = guard.save(record) {
+            self.emit(Event::SaveFailed {
+                error: e.to_string(),
+            });
+            return Err(e.into());
+        }
+        self.emit(event);
         let pair = record.pair.take().ok_or(Error::CredentialsRequired)?;
         let until = self.policy.fresh_usable_until(now, &pair);
         Ok(self.adopt_until(pair, until))
@@ -382,6 +579,14 @@ impl Inner {
 
     /// Makes a stored pair the one in use.
     fn adopt(&self, pair: TokenPair) -> AccessToken {
+        let known = self
+            .current
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.access == pair.access);
+        if !known {
+            self.emit(Obtained::Adopted.event(&pair));
+        }
         let until = self.policy.usable_until(&pair);
         self.adopt_until(pair, until)
     }
@@ -398,6 +603,41 @@ impl Inner {
     }
 }
 
+/// How the session came by a pair, for its [`Event`].
+#[derive(Clone, Copy)]
+enum Obtained {
+    Made,
+    Refreshed,
+    Adopted,
+}
+
+impl Obtained {
+    fn event(self, pair: &TokenPair) -> Event {
+        let (access_expires_at, refresh_expires_at, cabinet_user_id) = (
+            pair.access_expires_at,
+            pair.refresh_expires_at,
+            pair.cabinet_user_id,
+        );
+        match self {
+            Obtained::Made => Event::Made {
+                access_expires_at,
+                refresh_expires_at,
+                cabinet_user_id,
+            },
+            Obtained::Refreshed => Event::Refreshed {
+                access_expires_at,
+                refresh_expires_at,
+                cabinet_user_id,
+            },
+            Obtained::Adopted => Event::Adopted {
+                access_expires_at,
+                refresh_expires_at,
+                cabinet_user_id,
+            },
+        }
+    }
+}
+
 /// Configures a [`Session`]. Every setting is optional.
 #[must_use]
 pub struct SessionBuilder {
@@ -408,6 +648,7 @@ pub struct SessionBuilder {
     config: TransportConfig,
     policy: Policy,
     clock: Option<Arc<dyn Clock>>,
+    hook: Option<Hook>,
 }
 
 impl Default for SessionBuilder {
@@ -420,6 +661,7 @@ impl Default for SessionBuilder {
             config: TransportConfig::new(DEFAULT_BASE_URL),
             policy: Policy::default(),
             clock: None,
+            hook: None,
         }
     }
 }
@@ -489,12 +731,6 @@ impl SessionBuilder {
         self
     }
 
-    /// The refresh policy's numbers (margins, make limit and reserve).
-    pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Tokens are treated as ended this long before their end time (default 60 s).
     pub fn expiry_margin(mut self, margin: Duration) -> Self {
         self.policy.expiry_margin_secs = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
@@ -510,6 +746,37 @@ impl SessionBuilder {
     /// Makes of the limit this session leaves for others (default 0).
     pub fn make_reserve(mut self, reserve: u32) -> Self {
         self.policy.make_reserve = reserve;
+        self
+    }
+
+    /// Refresh on use once the refresh token has less than this left (default one day), so
+    /// that an application in use never falls back to tokens.make.
+    pub fn refresh_ahead(mut self, ahead: Duration) -> Self {
+        self.policy.refresh_ahead_secs = i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Calls `hook` with every [`Event`]: a new pair made, refreshed or taken from the store,
+    /// a token refused, a failed save, a low make quota. The hook runs on the thread that
+    /// caused the event, after the store was updated and outside the session's locks (it may
+    /// use the session); keep it short.
+    ///
+    /// ```
+    /// use chatapp_session::{Event, Session};
+    ///
+    /// let session = Session::builder()
+    ///     .on_event(|event| match event {
+    ///         Event::Made { access_expires_at, .. } | Event::Refreshed { access_expires_at, .. } => {
+    ///             println!("new access token until {access_expires_at}: re-authorize the socket");
+    ///         }
+    ///         Event::SaveFailed { error, .. } => eprintln!("the token store failed: {error}"),
+    ///         _ => {}
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), chatapp_session::Error>(())
+    /// ```
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(hook));
         self
     }
 
@@ -555,6 +822,8 @@ impl SessionBuilder {
                 clock: SessionClock::new(self.clock),
                 current: Mutex::new(None),
                 flight: Mutex::new(()),
+                refused: Mutex::new(None),
+                events: Events::new(self.hook),
             }),
         })
     }

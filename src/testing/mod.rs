@@ -41,13 +41,14 @@
 
 mod fault;
 mod http;
+mod multipart;
 mod routes;
 mod server;
 mod state;
 mod tokens;
 
 pub use self::fault::{Fault, Route};
-pub use self::state::{Counters, Rotation};
+pub use self::state::{Counters, Rotation, UploadedFile};
 
 use std::fmt;
 use std::io;
@@ -181,6 +182,13 @@ impl FakeChatApp {
             refresh_expires_at: issued.refresh_end,
             cabinet_user_id: issued.cabinet_user_id,
         }
+    }
+
+    /// The file sent as message `id` with `POST .../chats/{chatId}/messages/file` (a
+    /// multipart form: `file`, and optionally `fileName` and `caption`). The fake serves it
+    /// back, with its content type, at `GET .../chats/{chatId}/messages/{id}/file`.
+    pub fn uploaded_file(&self, id: &str) -> Option<UploadedFile> {
+        self.shared.state.lock().file(id).cloned()
     }
 
     /// How many successful tokens.make the server has seen for this email+appId in the last

@@ -7,9 +7,12 @@
 //! classifies it.
 
 mod envelope;
+mod path;
 mod ureq;
 
+pub(crate) use self::envelope::data_as;
 pub use self::envelope::{parse_envelope, parse_token_pair};
+pub(crate) use self::path::{check_path, join};
 pub use self::ureq::UreqTransport;
 
 use std::fmt;
@@ -17,7 +20,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::call::{Call, Reply};
+use crate::error::{Error, Result};
 use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
 /// The real ChatApp API.
@@ -99,4 +103,21 @@ pub trait Transport: Send + Sync + fmt::Debug {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value>;
+
+    /// An authenticated call of any shape: `call`'s method, path, body and `Accept` header.
+    /// Returns the reply as it came (status, headers, bytes) when the server accepted it.
+    ///
+    /// The default implementation refuses with [`Error::Config`]: a transport written before
+    /// calls existed keeps compiling, and says so when one is asked of it.
+    ///
+    /// # Errors
+    /// As described on the trait: [`Error::Api`] for any non-2xx status, and for the ChatApp
+    /// error envelope (`"success": false`) whatever the status; a 2xx reply that is not JSON
+    /// is no error.
+    fn call(&self, access: &AccessToken, call: &Call) -> Result<Reply> {
+        let _ = (access, call);
+        Err(Error::Config(format!(
+            "the transport {self:?} cannot send calls other than JSON requests"
+        )))
+    }
 }

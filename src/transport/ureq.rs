@@ -7,8 +7,11 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 use ureq::http;
 
-use super::envelope::{parse_envelope, parse_token_pair};
+use ureq::unversioned::multipart;
+
+use super::envelope::{parse_envelope, parse_token_pair, refusal_in};
 use super::{Transport, TransportConfig};
+use crate::call::{Body, Call, Reply};
 use crate::error::{Endpoint, Error, Result};
 use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
@@ -92,8 +95,9 @@ impl UreqTransport {
         &self.config
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.config.base_url, path)
+    /// The base URL joined with `path`, refused when the path could reach another origin.
+    fn url(&self, path: &str) -> Result<String> {
+        super::join(&self.config.base_url, path)
     }
 
     /// Sends one request and returns the status and the (capped) body.
@@ -105,11 +109,12 @@ impl UreqTransport {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>)> {
+        let url = self.url(path)?;
         let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|_| Error::Config(format!("{method:?} is not an HTTP method")))?;
         let mut request = http::Request::builder()
             .method(method.clone())
-            .uri(self.url(path))
+            .uri(url)
             .header("Accept", "application/json");
         if let Some(lang) = &self.config.lang {
             request = request.header("Lang", lang.as_str());
@@ -135,6 +140,17 @@ impl UreqTransport {
         let mut response = sent.map_err(|e| self.map_error(endpoint, e))?;
         let status = response.status().as_u16();
         log::debug!("{method} {path} -> HTTP {status}");
+        self.read_capped(endpoint, status, &mut response)
+            .map(|bytes| (status, bytes))
+    }
+
+    /// Reads a reply's body, refusing one larger than the cap without reading it all.
+    fn read_capped(
+        &self,
+        endpoint: Endpoint,
+        status: u16,
+        response: &mut http::Response<ureq::Body>,
+    ) -> Result<Vec<u8>> {
         let cap = self.config.max_reply_bytes;
         let declared = response
             .headers()
@@ -152,7 +168,7 @@ impl UreqTransport {
             .read_to_end(&mut bytes);
         match read {
             Ok(n) if n as u64 > cap => Err(self.too_large(endpoint, status)),
-            Ok(_) => Ok((status, bytes)),
+            Ok(_) => Ok(bytes),
             Err(e) => Err(self.map_io(endpoint, e)),
         }
     }
@@ -266,6 +282,85 @@ impl Transport for UreqTransport {
             body.map(|v| v.to_string().into_bytes()),
         )?;
         parse_envelope(Endpoint::Request, status, &reply)
+    }
+
+    fn call(&self, access: &AccessToken, call: &Call) -> Result<Reply> {
+        let endpoint = Endpoint::Request;
+        let url = self.url(call.path())?;
+        let method = http::Method::from_bytes(call.method().as_bytes())
+            .map_err(|_| Error::Config(format!("{:?} is not an HTTP method", call.method())))?;
+        let mut request = http::Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .header("Accept", call.accept_header())
+            .header("Authorization", access.expose_secret());
+        if let Some(lang) = &self.config.lang {
+            request = request.header("Lang", lang.as_str());
+        }
+        let takes_body = matches!(
+            method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        );
+        let invalid = |_| Error::Config(format!("{call:?} is not a valid HTTP request"));
+        let sent = match call.body_ref() {
+            Body::Raw {
+                content_type,
+                bytes,
+            } => request
+                .header("Content-Type", content_type.as_str())
+                .body(bytes.as_slice())
+                .map_err(invalid)
+                .map(|r| self.agent.run(r)),
+            Body::Form(form) => {
+                let mut encoder = multipart::Form::new();
+                for part in form.parts() {
+                    let mut encoded = multipart::Part::bytes(part.data());
+                    if let Some(file_name) = part.file_name() {
+                        encoded = encoded.file_name(file_name);
+                    }
+                    if let Some(content_type) = part.content_type() {
+                        encoded = encoded.mime_str(content_type).map_err(|_| {
+                            Error::Config(format!(
+                                "{content_type:?} is not a MIME type (form field {:?})",
+                                part.name()
+                            ))
+                        })?;
+                    }
+                    encoder = encoder.part(part.name(), encoded);
+                }
+                // ureq sets this header only for its own request builder, not for `run`.
+                let content_type = format!("multipart/form-data; boundary={}", encoder.boundary());
+                request
+                    .header("Content-Type", content_type)
+                    .body(encoder)
+                    .map_err(invalid)
+                    .map(|r| self.agent.run(r))
+            }
+            // An empty body with a length (`Content-Length: 0`), not a chunked one.
+            Body::Empty if takes_body => request
+                .body(&[][..])
+                .map_err(invalid)
+                .map(|r| self.agent.run(r)),
+            _ => request.body(()).map_err(invalid).map(|r| self.agent.run(r)),
+        };
+        let mut response = sent?.map_err(|e| self.map_error(endpoint, e))?;
+        let status = response.status().as_u16();
+        log::debug!("{method} {} -> HTTP {status}", call.path());
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = self.read_capped(endpoint, status, &mut response)?;
+        match refusal_in(status, &body) {
+            Some(refused) => Err(refused),
+            None => Ok(Reply::new(status, headers, body)),
+        }
     }
 }
 
