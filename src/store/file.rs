@@ -182,6 +182,17 @@ impl TokenStore for FileStore {
         self.load_now(key)
     }
 
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        let Some(bytes) = self.read()? else {
+            return Ok(Vec::new());
+        };
+        // A BTreeMap: sorted already.
+        Ok(parse(&bytes, &self.path)?
+            .into_keys()
+            .map(StoreKey::new)
+            .collect())
+    }
+
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
         let lock_path = self.lock_path()?;
         create_parent_dirs(STORE, &self.path)?;

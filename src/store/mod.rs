@@ -64,6 +64,17 @@ impl StoreKey {
         ))
     }
 
+    /// The base URL, email and appId of a key made by [`for_account`](Self::for_account);
+    /// `None` for a key made otherwise (an explicit name, or a base URL alone). The one
+    /// inverse of `for_account`: whoever changes that encoding changes this too (a test
+    /// round-trips them).
+    pub fn account(&self) -> Option<(String, String, String)> {
+        let (base_url, rest) = self.0.split_once(' ')?;
+        let (email, app_id) = rest.rsplit_once(' ')?;
+        let ok = !base_url.is_empty() && !email.is_empty() && !app_id.is_empty();
+        ok.then(|| (base_url.to_owned(), email.to_owned(), app_id.to_owned()))
+    }
+
     /// The key used when only the base URL is known (no credentials given).
     pub fn for_base_url(base_url: &str) -> Self {
         StoreKey(base_url.trim_end_matches('/').to_owned())
@@ -109,6 +120,16 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`StoreError`] when the lock cannot be taken.
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError>;
+
+    /// Every key under which a record is stored (with a pair, or only a make ledger after a
+    /// logout), sorted, each once. A snapshot, taken without the lock: a key saved or
+    /// removed meanwhile may or may not be in it, and a key listed may be gone when it is
+    /// loaded. Keys hold no secret; records are not read (but by a store that must check an
+    /// index against its entries).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the storage cannot be read.
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError>;
 
     /// Saves `record` under `key`, durably, under the lock.
     ///
@@ -165,6 +186,9 @@ macro_rules! forward_token_store {
             fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
                 (**self).lock(key)
             }
+            fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+                (**self).keys()
+            }
             fn save(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
                 (**self).save(key, record)
             }
@@ -176,3 +200,25 @@ macro_rules! forward_token_store {
 }
 
 forward_token_store!(Arc, Box);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_keys_give_back_their_parts() {
+        for (base, email, app) in [
+            ("https://api.chatapp.online", "me@example.com", "app_4242_1"),
+            ("http://127.0.0.1:8080", "a b@c.d", "app_1"),
+        ] {
+            let key = StoreKey::for_account(&format!("{base}/"), email, app);
+            assert_eq!(
+                key.account(),
+                Some((base.to_owned(), email.to_owned(), app.to_owned())),
+                "{key}"
+            );
+        }
+        assert_eq!(StoreKey::for_base_url("https://x").account(), None);
+        assert_eq!(StoreKey::new("mine").account(), None);
+    }
+}

@@ -46,6 +46,10 @@ const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 const SCHEMA_LOCK: i64 = 0x0063_6861_7461_7070;
 
 const SELECT: &str = "SELECT record FROM chatapp_session_tokens WHERE store_key = $1";
+/// Rows with a record (a lock's empty placeholder is no record), in `COLLATE "C"` order so
+/// that the order is the same as Rust's.
+const KEYS: &str = "SELECT store_key FROM chatapp_session_tokens WHERE record <> '' \
+     ORDER BY store_key COLLATE \"C\"";
 const INSERT_PLACEHOLDER: &str = "INSERT INTO chatapp_session_tokens (store_key, record) \
      VALUES ($1, '') ON CONFLICT (store_key) DO NOTHING";
 const SELECT_FOR_UPDATE: &str =
@@ -324,6 +328,22 @@ impl TokenStore for PostgresStore {
         let raw = self.with_client(&mut slot, |client| self.select(client, key, SELECT))?;
         drop(slot);
         self.decode(key, raw)
+    }
+
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        let mut slot = match self.main.try_lock() {
+            Some(slot) => slot,
+            None => self.reader.lock(),
+        };
+        self.with_client(&mut slot, |client| {
+            let rows = client
+                .query(KEYS, &[])
+                .map_err(|e| failure(&self.location, "list the keys", &e))?;
+            rows.iter()
+                .map(|row| row.try_get::<_, String>(0).map(StoreKey::new))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| failure(&self.location, "list the keys", &e))
+        })
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {

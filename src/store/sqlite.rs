@@ -29,6 +29,7 @@ const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 const SELECT: &str = "SELECT record FROM chatapp_tokens WHERE store_key = ?1";
+const KEYS: &str = "SELECT store_key FROM chatapp_tokens ORDER BY store_key";
 const UPSERT: &str = "INSERT INTO chatapp_tokens (store_key, record, updated_at) \
      VALUES (?1, ?2, unixepoch()) \
      ON CONFLICT (store_key) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at";
@@ -185,6 +186,19 @@ impl fmt::Debug for SqliteStore {
 impl TokenStore for SqliteStore {
     fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
         self.select(&self.reader.lock(), key)
+    }
+
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        let conn = self.reader.lock();
+        let sql = |e| sql_error(e, &self.location);
+        let mut stmt = conn.prepare_cached(KEYS).map_err(sql)?;
+        let keys = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(sql)?
+            .map(|key| key.map(StoreKey::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        Ok(keys)
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
