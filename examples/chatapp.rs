@@ -263,7 +263,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
     let base_url = options
         .base_url
         .or_else(|| env_nonempty("CHATAPP_BASE_URL"))
-        .unwrap_or_else(|| chatapp_session::transport::DEFAULT_BASE_URL.to_owned());
+        .unwrap_or_else(|| "https://api.chatapp.online".to_owned());
     let base_url = base_url.trim_end_matches('/').to_owned();
     let email = env_nonempty("CHATAPP_EMAIL");
     let app_id = env_nonempty("CHATAPP_APP_ID");

@@ -35,7 +35,13 @@ fn main() -> Result<(), Box<dyn StdError>> {
         .credentials(server.credentials())
         .base_url(server.base_url())
         .on_event(move |event| {
-            if let Event::Made { access_expires_at, .. } | Event::Refreshed { access_expires_at, .. } = event {
+            if let Event::Made {
+                access_expires_at, ..
+            }
+            | Event::Refreshed {
+                access_expires_at, ..
+            } = event
+            {
                 // A real application re-authorizes its push channel here.
                 println!("   event: new access token, valid until {access_expires_at}");
             }
@@ -59,7 +65,8 @@ fn main() -> Result<(), Box<dyn StdError>> {
 
     println!("\n2. A day later on the server, downloading it back");
     server.advance(24 * 60 * 60 + 1);
-    let reply = session.call(&Call::new("GET", format!("{chat}/{}/file", sent.id)).accept("*/*"))?;
+    let reply =
+        session.call(&Call::new("GET", format!("{chat}/{}/file", sent.id)).accept("*/*"))?;
     println!(
         "   HTTP {}, {} bytes of {}, same as sent: {}",
         reply.status(),

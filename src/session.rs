@@ -780,8 +780,8 @@ impl SessionBuilder {
         self
     }
 
-    /// The clock (default [`SystemClock`](crate::clock::SystemClock)); tests pass a
-    /// [`ManualClock`](crate::clock::ManualClock).
+    /// The clock (default: the system's); tests pass a `testing::ManualClock` shared with
+    /// their `FakeChatApp`.
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
         self

@@ -11,29 +11,30 @@
 //!
 //! ```
 //! use chatapp_session::testing::{Fault, FakeChatApp, Route};
-//! use chatapp_session::transport::{Transport, TransportConfig, UreqTransport};
+//! use chatapp_session::{Error, Session};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let fake = FakeChatApp::start()?;
-//! let transport = UreqTransport::new(TransportConfig::new(fake.base_url()))?;
+//! let session = Session::builder()
+//!     .credentials(fake.credentials())
+//!     .base_url(fake.base_url())
+//!     .build()?;
 //!
-//! let pair = transport.make(&fake.credentials())?;
-//! let licenses = transport.send(&pair.access, "GET", "/v1/licenses", None)?;
+//! let licenses = session.request("GET", "/v1/licenses", None)?;
 //! assert_eq!(licenses[0]["licenseId"], 37233);
 //!
-//! // A day later the access token is dead, but the refresh token still works.
+//! // A day later the access token is dead on the server: one refresh, the call repeated.
 //! fake.advance(86_400);
-//! assert!(!transport.check(&pair.access)?);
-//! let fresh = transport.refresh(&pair.refresh)?;
-//! assert!(transport.check(&fresh.access)?);
-//!
-//! // Strict rotation: the refresh token just used is dead.
-//! assert!(transport.refresh(&pair.refresh).is_err());
+//! session.request("GET", "/v1/licenses", None)?;
+//! assert_eq!((fake.counters().makes, fake.counters().refreshes), (1, 1));
 //!
 //! // The next refresh is done server-side, but its reply never arrives.
+//! fake.advance(86_400);
 //! fake.inject(Route::Refresh, Fault::LostReply);
-//! assert!(transport.refresh(&fresh.refresh).is_err());
-//! assert!(transport.refresh(&fresh.refresh).is_err()); // rotated away
+//! assert!(matches!(
+//!     session.request("GET", "/v1/licenses", None),
+//!     Err(Error::RefreshReplyLost { .. })
+//! ));
 //! assert_eq!(fake.counters().refreshes, 2);
 //! # Ok(())
 //! # }
@@ -49,6 +50,7 @@ mod tokens;
 
 pub use self::fault::{Fault, Route};
 pub use self::state::{Counters, Rotation, UploadedFile};
+pub use crate::clock::ManualClock;
 
 use std::fmt;
 use std::io;
@@ -56,7 +58,7 @@ use std::sync::Arc;
 
 use self::server::{Server, Shared};
 use self::state::{Account, Limits, State, DAY};
-use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
 /// The default account's email.

@@ -30,7 +30,7 @@ fn protocol(endpoint: Endpoint, status: u16, detail: impl Into<String>) -> Error
 ///
 /// # Errors
 /// As above. Messages never quote the body.
-pub fn parse_envelope(endpoint: Endpoint, status: u16, body: &[u8]) -> Result<Value> {
+pub(crate) fn parse_envelope(endpoint: Endpoint, status: u16, body: &[u8]) -> Result<Value> {
     let ok_status = (200..300).contains(&status);
     let refused = |code: Option<String>, message: Option<String>| {
         Error::Api(ApiError::new(endpoint, status, code, message))
@@ -130,7 +130,7 @@ fn unquoted(text: &str) -> String {
 ///
 /// # Errors
 /// [`Error::Protocol`] naming the first missing or mistyped field (never its value).
-pub fn parse_token_pair(endpoint: Endpoint, status: u16, data: Value) -> Result<TokenPair> {
+pub(crate) fn parse_token_pair(endpoint: Endpoint, status: u16, data: Value) -> Result<TokenPair> {
     let Value::Object(mut map) = data else {
         return Err(protocol(endpoint, status, "`data` is not an object"));
     };

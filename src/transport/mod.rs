@@ -11,9 +11,11 @@ mod path;
 mod ureq;
 
 pub(crate) use self::envelope::data_as;
-pub use self::envelope::{parse_envelope, parse_token_pair};
+pub(crate) use self::envelope::parse_envelope;
+#[cfg(test)]
+pub(crate) use self::envelope::parse_token_pair;
 pub(crate) use self::path::{check_path, join};
-pub use self::ureq::UreqTransport;
+pub(crate) use self::ureq::UreqTransport;
 
 use std::fmt;
 use std::time::Duration;
@@ -25,31 +27,31 @@ use crate::error::{Error, Result};
 use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
 /// The real ChatApp API.
-pub const DEFAULT_BASE_URL: &str = "https://api.chatapp.online";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.chatapp.online";
 /// The default bound on one HTTP exchange.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default cap on a reply body; a larger reply is refused without being read into memory.
-pub const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How a transport reaches the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct TransportConfig {
+pub(crate) struct TransportConfig {
     /// The base URL, e.g. `https://api.chatapp.online` (no trailing `/`).
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// Bound on each HTTP exchange, connect to last byte.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// The `Lang` header (`en`, `ru`, `pt`), when set.
-    pub lang: Option<String>,
+    pub(crate) lang: Option<String>,
     /// The cap on a reply body, in bytes.
-    pub max_reply_bytes: u64,
+    pub(crate) max_reply_bytes: u64,
     /// Allow plain `http://` to hosts other than loopback.
-    pub allow_insecure_http: bool,
+    pub(crate) allow_insecure_http: bool,
 }
 
 impl TransportConfig {
     /// The defaults for `base_url`.
-    pub fn new(base_url: impl Into<String>) -> Self {
+    pub(crate) fn new(base_url: impl Into<String>) -> Self {
         TransportConfig {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             timeout: DEFAULT_TIMEOUT,

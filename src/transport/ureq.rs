@@ -19,7 +19,7 @@ const USER_AGENT: &str = concat!("chatapp-session/", env!("CARGO_PKG_VERSION"));
 
 /// The ureq 3 transport (HTTPS through rustls, certificates verified against the webpki roots).
 #[derive(Debug)]
-pub struct UreqTransport {
+pub(crate) struct UreqTransport {
     agent: ureq::Agent,
     config: TransportConfig,
 }
@@ -54,7 +54,7 @@ impl UreqTransport {
     /// [`Error::Config`] when the base URL is not `https://` or `http://`, or is plain
     /// `http://` to a host other than loopback without
     /// [`allow_insecure_http`](TransportConfig::allow_insecure_http).
-    pub fn new(config: TransportConfig) -> Result<Self> {
+    pub(crate) fn new(config: TransportConfig) -> Result<Self> {
         let (scheme, host) = scheme_and_host(&config.base_url).ok_or_else(|| {
             Error::Config(format!(
                 "base URL {:?} is not an http(s) URL",
@@ -88,11 +88,6 @@ impl UreqTransport {
         }
         let agent = builder.build().new_agent();
         Ok(UreqTransport { agent, config })
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &TransportConfig {
-        &self.config
     }
 
     /// The base URL joined with `path`, refused when the path could reach another origin.
