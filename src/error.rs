@@ -31,6 +31,30 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Whether a request that failed may have reached the server.
+///
+/// A tokens.make counts against the quota unless its failure proves that nothing left this
+/// machine: the name did not resolve, the connection was refused or could not be opened,
+/// the TLS handshake failed, the connect timeout fired, a proxy refused the connection, or
+/// not one byte of the request was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// Nothing of the request left this machine: the server cannot have seen it.
+    NotSent,
+    /// The request was sent, or sending began, or it cannot be told: the server may have
+    /// seen it.
+    MaybeSent,
+}
+
+impl Delivery {
+    fn suffix(self) -> &'static str {
+        match self {
+            Delivery::NotSent => " (nothing was sent)",
+            Delivery::MaybeSent => "",
+        }
+    }
+}
+
 /// What the server said when it refused a call: its HTTP status and, when the reply carried
 /// the ChatApp error envelope, its `code` and `message` unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,18 +235,28 @@ pub enum Error {
         detail: String,
     },
     /// The exchange took longer than the configured timeout.
-    #[error("{endpoint}: no reply within {after:?}")]
+    #[error("{endpoint}: no reply within {after:?}{}", delivery.suffix())]
     Timeout {
         /// The call concerned.
         endpoint: Endpoint,
         /// The timeout in force.
         after: Duration,
+        /// Whether the request may have reached the server.
+        delivery: Delivery,
     },
-    /// The connection failed (refused, reset, DNS, TLS...).
-    #[error("{endpoint}: network failure: {source}")]
+    /// The connection failed (refused, reset, DNS, TLS...), or tokens.make is backing off
+    /// after attempts that never left this machine (then `retry_at` says when the next
+    /// attempt will be made, and nothing was sent).
+    #[error("{endpoint}: network failure{}{}: {source}", delivery.suffix(),
+        retry_at.map(|t| format!("; the next attempt will be made at unix time {t}")).unwrap_or_default())]
     Network {
         /// The call concerned.
         endpoint: Endpoint,
+        /// Whether the request may have reached the server.
+        delivery: Delivery,
+        /// For a call refused by the session's own back-off: when the next attempt is
+        /// allowed (unix seconds, on the session's clock).
+        retry_at: Option<i64>,
         /// The underlying error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
@@ -266,6 +300,16 @@ impl Error {
             | Error::Server(e) => Some(e),
             Error::QuotaExhausted { server, .. } => server.as_ref(),
             Error::RefreshReplyLost { source } => source.api_error(),
+            _ => None,
+        }
+    }
+
+    /// Whether the failed call may have reached the server: `Some(Delivery::NotSent)` only
+    /// when it provably did not (see [`Delivery`]); `None` for errors that are not about
+    /// delivery (a refusal, a bad reply, a store failure...).
+    pub fn delivery(&self) -> Option<Delivery> {
+        match self {
+            Error::Timeout { delivery, .. } | Error::Network { delivery, .. } => Some(*delivery),
             _ => None,
         }
     }

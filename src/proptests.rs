@@ -93,7 +93,11 @@ fn record() -> impl Strategy<Value = StoredRecord> {
         prop::option::of(pair()),
         prop::collection::vec(any::<i64>(), 0..8),
     )
-        .prop_map(|(pair, makes)| StoredRecord { pair, makes })
+        .prop_map(|(pair, makes)| StoredRecord {
+            pair,
+            makes,
+            ..Default::default()
+        })
 }
 
 /// The `data` of a tokens.make / tokens.refresh reply for `pair`, with an extra field.

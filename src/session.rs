@@ -3,6 +3,7 @@
 //! lock) and across processes (the store's lock).
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use crate::call::{Call, Reply};
 use crate::clock::{Clock, Deadline, SessionClock};
-use crate::error::{ApiError, Error, Result};
+use crate::error::{ApiError, Delivery, Endpoint, Error, Result};
 use crate::events::{Event, Events, Hook, QUOTA_LOW_BELOW};
 use crate::policy::{self, Action, Blocked, Policy, Refusal, Situation};
 use crate::store::{MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
@@ -55,6 +56,16 @@ struct Inner {
     current: Mutex<Option<Current>>,
     /// Held across a whole reload-refresh-save: one at a time in this process.
     flight: Mutex<()>,
+    /// A record holding a pair the server gave (or a 429 cooldown) that the store refused
+    /// to save: used from memory, and saved again at the next call, under the lock.
+    unsaved: Mutex<Option<StoredRecord>>,
+    /// Whether `unsaved` holds a record: read on the hot path, so that the next call goes
+    /// to the slow path and saves it again.
+    dirty: AtomicBool,
+    /// The back-off after tokens.make attempts that never left this machine.
+    offline: Mutex<Option<Offline>>,
+    /// How long a tokens.make may be on its way: the HTTP timeout and a margin (seconds).
+    lease_secs: i64,
     /// The access token last reported refused ([`Session::invalidate`]), until a fresh one
     /// replaces it.
     refused: Mutex<Option<AccessToken>>,
@@ -70,6 +81,34 @@ pub enum Attempt<T> {
     /// The server refused the token (`ApiInvalidTokenError`, a bare 401, ...).
     Refused(T),
 }
+
+/// tokens.make attempts in a row that failed before anything was sent.
+struct Offline {
+    failures: u32,
+    /// When the next attempt may be sent (the session clock, unix seconds).
+    retry_at: i64,
+    /// What the last attempt ran into (no secrets: a network error's text).
+    last: String,
+}
+
+/// The source of the error a call gets while tokens.make backs off.
+#[derive(Debug)]
+struct BackingOff {
+    failures: u32,
+    last: String,
+}
+
+impl fmt::Display for BackingOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tokens.make is backing off after {} attempt(s) that never left this machine (last: {})",
+            self.failures, self.last
+        )
+    }
+}
+
+impl std::error::Error for BackingOff {}
 
 /// The access token in use and the moment the policy stops letting it out unasked
 /// ([`Policy::usable_until`]): all the hot path needs, so that it reads the clock once, takes
@@ -93,11 +132,18 @@ pub struct Status {
     pub cabinet_user_id: Option<i64>,
     /// tokens.make sent in the last 24 h for this key.
     pub makes_last_24h: u32,
+    /// Whether this session holds a pair the server gave that the store refused to save:
+    /// it is used from memory and saved again at the next call. The fields above then
+    /// describe that pair.
+    pub unsaved: bool,
+    /// When tokens.make may be sent again, when it may not be now (the quota is used up, or
+    /// the server answered 429): server-clock unix seconds.
+    pub next_make_at: Option<i64>,
 }
 
 impl Session {
     /// A builder with the defaults: the real ChatApp base URL, a [`MemoryStore`], no
-    /// credentials, a 30 s timeout, the default [`Policy`].
+    /// credentials, a 30 s timeout, the default policy numbers (see the builder's setters).
     pub fn builder() -> SessionBuilder {
         SessionBuilder::default()
     }
@@ -173,17 +219,14 @@ impl Session {
             Err(Error::Api(refusal)) if policy::classify(&refusal) == Refusal::InvalidToken => {
                 refusal
             }
-            Err(Error::Api(refusal)) => return Err(refused_request(refusal)),
+            Err(Error::Api(refusal)) => return Err(refused(refusal, None)),
             other => return other,
         };
         log::info!("{path}: the server refused the access token ({refusal}); getting a fresh one");
         self.inner.report_refused(&token, Some(refusal.status));
         let fresh = self.inner.fresh()?;
         match send(&fresh) {
-            Err(Error::Api(again)) if policy::classify(&again) == Refusal::InvalidToken => {
-                Err(Error::TokenRejected(again))
-            }
-            Err(Error::Api(other)) => Err(refused_request(other)),
+            Err(Error::Api(again)) => Err(refused(again, None)),
             other => other,
         }
     }
@@ -265,21 +308,30 @@ impl Session {
     /// [`Error::CredentialsRequired`] without credentials, [`Error::QuotaExhausted`],
     /// [`Error::InvalidCredentials`], the transport's and the store's errors.
     pub fn login(&self) -> Result<()> {
+        let made = self.login_locked();
+        self.inner.events.deliver();
+        made
+    }
+
+    /// [`login`](Self::login) under both locks.
+    fn login_locked(&self) -> Result<()> {
+        let Some(credentials) = &self.inner.credentials else {
+            return Err(Error::CredentialsRequired);
+        };
         let _flight = self.inner.flight.lock();
         let mut guard = self.inner.store.lock(&self.inner.key)?;
-        let mut record = guard.load()?.unwrap_or_default();
-        let now = self.inner.clock.now();
-        if self.inner.credentials.is_none() {
-            return Err(Error::CredentialsRequired);
-        }
-        let quota = self.inner.policy.quota(now, &record.makes);
+        let record = self.inner.reload(guard.as_mut())?;
+        let now = self.inner.server_now(record.server_offset);
+        let quota = self
+            .inner
+            .policy
+            .quota(now, &record.makes, record.make_cooldown.as_ref());
         if quota.next_make_at.is_some() {
             return Err(quota_error(quota, None));
         }
-        let made = self.inner.make(guard.as_mut(), &mut record, now).map(drop);
-        drop(guard);
-        self.inner.events.deliver();
-        made
+        self.inner
+            .make(guard.as_mut(), record, credentials)
+            .map(drop)
     }
 
     /// Deletes the stored pair (the make ledger stays, so the quota still counts).
@@ -290,6 +342,7 @@ impl Session {
         let _flight = self.inner.flight.lock();
         self.inner.store.clear(&self.inner.key)?;
         *self.inner.current.lock() = None;
+        self.inner.set_unsaved(None);
         Ok(())
     }
 
@@ -298,15 +351,27 @@ impl Session {
     /// # Errors
     /// [`Error::Storage`] when the store fails.
     pub fn status(&self) -> Result<Status> {
-        let record = self.inner.store.load(&self.inner.key)?.unwrap_or_default();
+        let stored = self.inner.store.load(&self.inner.key)?.unwrap_or_default();
+        let unsaved = self.inner.unsaved.lock().clone();
+        let is_unsaved = unsaved.is_some();
+        let record = match unsaved {
+            Some(mine) => merge_unsaved(stored, mine),
+            None => stored,
+        };
         let pair = record.pair.as_ref();
-        let now = self.inner.clock.now();
+        let now = self.inner.server_now(record.server_offset);
+        let quota = self
+            .inner
+            .policy
+            .quota(now, &record.makes, record.make_cooldown.as_ref());
         Ok(Status {
             stored: pair.is_some(),
             access_expires_at: pair.map(|p| p.access_expires_at),
             refresh_expires_at: pair.map(|p| p.refresh_expires_at),
             cabinet_user_id: pair.map(|p| p.cabinet_user_id),
-            makes_last_24h: self.inner.policy.quota(now, &record.makes).used,
+            makes_last_24h: quota.used,
+            unsaved: is_unsaved,
+            next_make_at: quota.next_make_at,
         })
     }
 
@@ -342,13 +407,25 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Maps a refusal of an ordinary request (not an invalid token) to its error.
-fn refused_request(refusal: ApiError) -> Error {
-    match policy::classify(&refusal) {
-        Refusal::RateLimited => Error::RateLimited(refusal),
-        Refusal::Server => Error::Server(refusal),
-        Refusal::InvalidToken => Error::TokenRejected(refusal),
-        Refusal::Rejected => Error::Api(refusal),
+/// Maps a refusal from the server to its error, for every endpoint: the one place where a
+/// refusal becomes an [`Error`]. `quota` is the quota to report if tokens.make was refused
+/// with HTTP 429.
+fn refused(refusal: ApiError, quota: Option<policy::Quota>) -> Error {
+    match (refusal.endpoint, policy::classify(&refusal)) {
+        (Endpoint::Make, Refusal::RateLimited) => match quota {
+            Some(quota) => quota_error(quota, Some(refusal)),
+            None => Error::RateLimited(refusal),
+        },
+        (_, Refusal::RateLimited) => Error::RateLimited(refusal),
+        (_, Refusal::Server) => Error::Server(refusal),
+        (Endpoint::Make, Refusal::InvalidToken | Refusal::Rejected) => {
+            Error::InvalidCredentials(refusal)
+        }
+        (Endpoint::Refresh, Refusal::InvalidToken | Refusal::Rejected) => {
+            Error::RefreshRejected(refusal)
+        }
+        (_, Refusal::InvalidToken) => Error::TokenRejected(refusal),
+        (_, Refusal::Rejected) => Error::Api(refusal),
     }
 }
 
@@ -359,6 +436,32 @@ fn quota_error(quota: policy::Quota, server: Option<ApiError>) -> Error {
         next_make_at: quota.next_make_at,
         server,
     }
+}
+
+/// The stored record with what this session could not save laid over it: the newer of the
+/// two pairs (the server gave ours after the stored one was read, unless another process
+/// has saved a later one since), the later cooldown, our learned clock offset. The stored
+/// ledger is kept: every make was written to it before it was sent.
+fn merge_unsaved(mut stored: StoredRecord, mine: StoredRecord) -> StoredRecord {
+    let ours_is_newer = match (mine.issued_at, stored.issued_at) {
+        (Some(ours), Some(theirs)) => ours >= theirs,
+        _ => true,
+    };
+    if mine.pair.is_some() && ours_is_newer {
+        stored.pair = mine.pair;
+        stored.issued_at = mine.issued_at;
+    }
+    stored.make_cooldown = match (stored.make_cooldown, mine.make_cooldown) {
+        (Some(a), Some(b)) => Some(if b.until > a.until { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    stored.server_offset = mine.server_offset.or(stored.server_offset);
+    if mine.make_in_flight_until.is_none() && stored.make_in_flight_until.is_some() && ours_is_newer
+    {
+        // Our attempt ended; its mark outlived it only because the save failed.
+        stored.make_in_flight_until = None;
+    }
+    stored
 }
 
 impl Inner {
@@ -403,10 +506,90 @@ impl Inner {
     fn cached(&self) -> Option<AccessToken> {
         // The clock is read before the lock is taken, to keep the lock short.
         let now = self.clock.read();
+        if self.dirty.load(Ordering::Relaxed) {
+            return None;
+        }
         let current = self.current.lock();
         let current = current.as_ref()?;
         now.before(&current.usable_until)
             .then(|| current.access.clone())
+    }
+
+    /// The server's clock minus ours: learned from the latest reply, else as stored, else
+    /// taken to be zero (nothing says the clocks disagree).
+    fn offset(&self, stored: Option<i64>) -> i64 {
+        self.transport.server_offset().or(stored).unwrap_or(0)
+    }
+
+    /// Now, on the server's clock.
+    fn server_now(&self, stored_offset: Option<i64>) -> i64 {
+        self.clock.now().saturating_add(self.offset(stored_offset))
+    }
+
+    fn set_unsaved(&self, record: Option<StoredRecord>) {
+        let mut unsaved = self.unsaved.lock();
+        self.dirty.store(record.is_some(), Ordering::Relaxed);
+        *unsaved = record;
+    }
+
+    /// The record under the lock, with anything this session could not save laid over it
+    /// and saved again now. If that save fails once more, the record is still returned (and
+    /// kept for the next call): the pair the server gave is never dropped.
+    fn reload(&self, guard: &mut dyn StoreLock) -> Result<StoredRecord> {
+        let stored = guard.load()?.unwrap_or_default();
+        let Some(mine) = self.unsaved.lock().clone() else {
+            return Ok(stored);
+        };
+        let record = merge_unsaved(stored, mine);
+        match guard.save(&record) {
+            Ok(()) => {
+                log::info!("saved the pair that an earlier save could not");
+                self.set_unsaved(None);
+            }
+            Err(e) => {
+                log::warn!("the new pair is still not saved ({e}); it stays in use from memory");
+                self.emit(Event::SaveFailed {
+                    error: e.to_string(),
+                });
+                self.set_unsaved(Some(record.clone()));
+            }
+        }
+        Ok(record)
+    }
+
+    /// The store's lock and the record under it, once no other process has a tokens.make on
+    /// its way: while one has (its mark is set and has not expired), the lock is let go and
+    /// the record watched until the mark clears, so that its pair is adopted rather than a
+    /// second make sent. The wait is bounded by the mark itself and by one lease of real
+    /// time (for a clock that does not move).
+    fn lock_when_no_make_in_flight(&self) -> Result<(Box<dyn StoreLock + '_>, StoredRecord)> {
+        let started = std::time::Instant::now();
+        let bound = Duration::from_secs(self.lease_secs.unsigned_abs());
+        loop {
+            let mut guard = self.store.lock(&self.key)?;
+            let record = self.reload(guard.as_mut())?;
+            if !self.make_in_flight(&record) || started.elapsed() > bound {
+                return Ok((guard, record));
+            }
+            drop(guard);
+            log::debug!("another process is sending tokens.make; waiting for its pair");
+            while started.elapsed() <= bound {
+                std::thread::sleep(Duration::from_millis(20));
+                let Some(now) = self.store.load(&self.key)? else {
+                    break;
+                };
+                if !self.make_in_flight(&now) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether `record` says another process has a tokens.make on its way right now.
+    fn make_in_flight(&self, record: &StoredRecord) -> bool {
+        record
+            .make_in_flight_until
+            .is_some_and(|until| until > self.server_now(record.server_offset))
     }
 
     /// The slow path: a usable token, refreshing or making under both locks if needed.
@@ -417,189 +600,258 @@ impl Inner {
         if let Some(access) = self.cached().filter(|a| Some(a) != rejected) {
             return Ok(access);
         }
-        let now = self.clock.now();
         // A cold start or another process's refresh: the stored pair may do, with no lock.
-        if let Some(pair) = self.store.load(&self.key)?.and_then(|r| r.pair) {
-            if Some(&pair.access) != rejected && self.policy.usable(now, &pair) {
-                return Ok(self.adopt(pair));
-            }
-        }
-        let mut guard = self.store.lock(&self.key)?;
-        let mut record = guard.load()?.unwrap_or_default();
-        let mut refresh_refusal: Option<ApiError> = None;
-        loop {
-            let now = self.clock.now();
-            let situation = Situation {
-                now,
-                stored: record.pair.as_ref(),
-                rejected_access: rejected,
-                refresh_rejected: refresh_refusal.is_some(),
-                has_credentials: self.credentials.is_some(),
-                makes: &record.makes,
-            };
-            match self.policy.decide(&situation) {
-                Action::Use => {
-                    let pair = record.pair.take().ok_or(Error::CredentialsRequired)?;
-                    return Ok(self.adopt(pair));
-                }
-                Action::Refresh => {
-                    let Some(stale) = record.pair.clone() else {
-                        return Err(Error::CredentialsRequired);
-                    };
-                    match self.transport.refresh(&stale.refresh) {
-                        Ok(pair) => {
-                            log::info!(
-                                "tokens.refresh: new pair (access ends at {})",
-                                pair.access_expires_at
-                            );
-                            return self.save_and_adopt(
-                                guard.as_mut(),
-                                &mut record,
-                                pair,
-                                now,
-                                Obtained::Refreshed,
-                            );
-                        }
-                        Err(Error::Api(refusal)) => match policy::classify(&refusal) {
-                            Refusal::RateLimited => return Err(Error::RateLimited(refusal)),
-                            Refusal::Server => return Err(Error::Server(refusal)),
-                            Refusal::InvalidToken | Refusal::Rejected => {
-                                log::warn!(
-                                    "tokens.refresh refused the stored refresh token ({refusal})"
-                                );
-                                // Another client may have refreshed a moment ago: reload once.
-                                let reloaded = guard.load()?.unwrap_or_default();
-                                if reloaded.pair.as_ref() != Some(&stale) && reloaded.pair.is_some()
-                                {
-                                    record = reloaded;
-                                    continue;
-                                }
-                                record.makes = reloaded.makes;
-                                refresh_refusal = Some(refusal);
-                            }
-                        },
-                        Err(lost @ (Error::Timeout { .. } | Error::Network { .. })) => {
-                            return Err(Error::RefreshReplyLost {
-                                source: Box::new(lost),
-                            })
-                        }
-                        Err(other) => return Err(other),
+        if !self.dirty.load(Ordering::Relaxed) {
+            if let Some(record) = self.store.load(&self.key)? {
+                if let Some(pair) = &record.pair {
+                    let now = self.server_now(record.server_offset);
+                    if Some(&pair.access) != rejected
+                        && self.policy.usable(now, pair, record.issued_at)
+                    {
+                        return Ok(self.adopt_stored(&record, pair));
                     }
                 }
-                Action::Make => return self.make(guard.as_mut(), &mut record, now),
+            }
+        }
+        let (mut guard, mut record) = self.lock_when_no_make_in_flight()?;
+        let mut refresh_refusal: Option<ApiError> = None;
+        loop {
+            let situation = Situation {
+                now: self.server_now(record.server_offset),
+                stored: record.pair.as_ref(),
+                issued_at: record.issued_at,
+                rejected_access: rejected,
+                refresh_rejected: refresh_refusal.is_some(),
+                credentials: self.credentials.as_ref(),
+                makes: &record.makes,
+                cooldown: record.make_cooldown.as_ref(),
+            };
+            let refresh = match self.policy.decide(&situation) {
+                Action::Use(pair) => return Ok(self.adopt_stored(&record, pair)),
+                Action::Refresh(refresh) => refresh.clone(),
+                Action::Make(credentials) => {
+                    return self.make(guard.as_mut(), record.clone(), credentials)
+                }
                 Action::Fail(Blocked::NoCredentials) => {
                     return Err(match refresh_refusal {
-                        Some(refusal) => Error::RefreshRejected(refusal),
+                        Some(refusal) => refused(refusal, None),
                         None => Error::CredentialsRequired,
                     })
                 }
                 Action::Fail(Blocked::Quota(quota)) => return Err(quota_error(quota, None)),
+            };
+            match self.transport.refresh(&refresh) {
+                Ok(pair) => {
+                    log::info!(
+                        "tokens.refresh: new pair (access ends at {})",
+                        pair.access_expires_at
+                    );
+                    return Ok(self.keep(guard.as_mut(), record, pair, Obtained::Refreshed));
+                }
+                Err(Error::Api(refusal)) => {
+                    if matches!(
+                        policy::classify(&refusal),
+                        Refusal::RateLimited | Refusal::Server
+                    ) {
+                        return Err(refused(refusal, None));
+                    }
+                    log::warn!("tokens.refresh refused the stored refresh token ({refusal})");
+                    // Another client may have refreshed a moment ago: reload once.
+                    let reloaded = self.reload(guard.as_mut())?;
+                    let moved_on = reloaded.pair.as_ref().is_some_and(|p| p.refresh != refresh);
+                    record = reloaded;
+                    if !moved_on {
+                        refresh_refusal = Some(refusal);
+                    }
+                }
+                Err(e) if e.delivery() == Some(Delivery::MaybeSent) => {
+                    return Err(Error::RefreshReplyLost {
+                        source: Box::new(e),
+                    })
+                }
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// tokens.make under the store lock; the attempt is counted in the ledger unless the
-    /// server clearly refused it, and the new pair is saved before it is used.
+    /// tokens.make under the store lock. The attempt is written to the ledger before it is
+    /// sent (if that write fails, nothing is sent), and taken back when the server refused
+    /// it or the failure proves nothing left this machine. Attempts that never left back off
+    /// (1 s doubling to 60 s); a 429 sets the persisted cooldown.
     fn make(
         &self,
         guard: &mut dyn StoreLock,
-        record: &mut StoredRecord,
-        now: i64,
+        mut record: StoredRecord,
+        credentials: &Credentials,
     ) -> Result<AccessToken> {
-        let Some(credentials) = &self.credentials else {
-            return Err(Error::CredentialsRequired);
-        };
-        self.policy.prune(now, &mut record.makes);
+        let local_now = self.clock.now();
+        if let Some(offline) = &*self.offline.lock() {
+            if local_now < offline.retry_at {
+                return Err(Error::Network {
+                    endpoint: Endpoint::Make,
+                    delivery: Delivery::NotSent,
+                    retry_at: Some(offline.retry_at),
+                    source: Box::new(BackingOff {
+                        failures: offline.failures,
+                        last: offline.last.clone(),
+                    }),
+                });
+            }
+        }
+        let now = self.server_now(record.server_offset);
+        self.policy.prune(&mut record.makes);
         record.makes.push(now);
-        match self.transport.make(credentials) {
+        record.make_in_flight_until = Some(now.saturating_add(self.lease_secs));
+        guard.save(&record)?;
+        record.make_in_flight_until = None;
+        let outcome = self.transport.make(credentials);
+        if outcome.as_ref().err().and_then(Error::delivery) != Some(Delivery::NotSent) {
+            // Any reply at all (or a request that may have arrived): the network is there.
+            *self.offline.lock() = None;
+        }
+        let error = match outcome {
             Ok(pair) => {
                 log::info!(
                     "tokens.make: new pair (access ends at {})",
                     pair.access_expires_at
                 );
-                let token = self.save_and_adopt(guard, record, pair, now, Obtained::Made)?;
-                let quota = self.policy.quota(now, &record.makes);
+                record.make_cooldown = None;
+                let quota = self
+                    .policy
+                    .quota(now, &record.makes, record.make_cooldown.as_ref());
+                let token = self.keep(guard, record, pair, Obtained::Made);
                 if quota.allowed.saturating_sub(quota.used) < QUOTA_LOW_BELOW {
                     self.emit(Event::QuotaLow {
                         used: quota.used,
                         allowed: quota.allowed,
                     });
                 }
-                Ok(token)
+                return Ok(token);
             }
-            Err(Error::Api(refusal)) => {
-                record.makes.pop();
-                Err(match policy::classify(&refusal) {
-                    Refusal::RateLimited => {
-                        let quota = self.policy.quota(now, &record.makes);
-                        Error::QuotaExhausted {
-                            used: quota.used,
-                            limit: quota.allowed,
-                            next_make_at: quota.next_make_at,
-                            server: Some(refusal),
-                        }
-                    }
-                    Refusal::Server => Error::Server(refusal),
-                    Refusal::InvalidToken | Refusal::Rejected => Error::InvalidCredentials(refusal),
-                })
-            }
-            Err(other) => {
-                // The server may have issued (and counted) a pair whose reply we lost: keep
-                // the attempt in the ledger, and the stored pair as it was.
-                if let Err(e) = guard.save(record) {
-                    log::warn!("could not record a failed tokens.make in the ledger: {e}");
+            Err(error) => error,
+        };
+        let error = match error {
+            Error::Api(refusal) => {
+                take_back(&mut record.makes, now);
+                if policy::classify(&refusal) == Refusal::RateLimited {
+                    let cooldown = self
+                        .policy
+                        .cooldown_after_429(now, record.make_cooldown.as_ref());
+                    log::warn!(
+                        "tokens.make refused with HTTP 429: no make before unix time {}",
+                        cooldown.until
+                    );
+                    record.make_cooldown = Some(cooldown);
                 }
-                Err(other)
+                let quota = self
+                    .policy
+                    .quota(now, &record.makes, record.make_cooldown.as_ref());
+                self.save_or_keep(guard, &record, record.make_cooldown.is_some());
+                refused(refusal, Some(quota))
             }
+            mut unsent if unsent.delivery() == Some(Delivery::NotSent) => {
+                take_back(&mut record.makes, now);
+                self.save_or_keep(guard, &record, false);
+                let mut offline = self.offline.lock();
+                let failures = offline.as_ref().map_or(0, |o| o.failures).saturating_add(1);
+                let retry_at = local_now.saturating_add(policy::offline_backoff_secs(failures));
+                log::warn!("tokens.make never left this machine ({unsent}); next attempt at unix time {retry_at}");
+                *offline = Some(Offline {
+                    failures,
+                    retry_at,
+                    last: unsent.to_string(),
+                });
+                if let Error::Network { retry_at: at, .. } = &mut unsent {
+                    *at = Some(retry_at);
+                }
+                unsent
+            }
+            // The server may have issued (and counted) a pair whose reply we lost: the
+            // ledger keeps the attempt, and the stored pair stays as it was.
+            other => {
+                self.save_or_keep(guard, &record, false);
+                other
+            }
+        };
+        Err(error)
+    }
+
+    /// Saves `record` under the lock; if the store refuses and `must_keep` is set (the record
+    /// holds what the server said and nothing else has: a pair, a cooldown), keeps it to save
+    /// again at the next call.
+    fn save_or_keep(&self, guard: &mut dyn StoreLock, record: &StoredRecord, must_keep: bool) {
+        match guard.save(record) {
+            Ok(()) => self.set_unsaved(None),
+            Err(e) if must_keep => {
+                log::warn!("could not save ({e}); keeping it in memory and saving it again at the next call");
+                self.emit(Event::SaveFailed {
+                    error: e.to_string(),
+                });
+                self.set_unsaved(Some(record.clone()));
+            }
+            Err(e) => log::warn!("could not update the make ledger ({e})"),
         }
     }
 
-    fn save_and_adopt(
+    /// A pair the server just gave: recorded with its arrival time on the server's clock and
+    /// saved before it is used. If the save fails, the pair is used from memory all the same
+    /// and saved again at the next call: the server has already rotated, so dropping it would
+    /// cost a make.
+    /// The application hears of it (`how`) after the save, or after [`Event::SaveFailed`].
+    fn keep(
         &self,
         guard: &mut dyn StoreLock,
-        record: &mut StoredRecord,
+        mut record: StoredRecord,
         pair: TokenPair,
-        now: i64,
         how: Obtained,
-    ) -> Result<AccessToken> {
-        self.policy.prune(now, &mut record.makes);
-        let event = how.event(&pair);
-        record.pair = Some(pair);
-        if let Err(e) = guard.save(record) {
-            self.emit(Event::SaveFailed {
-                error: e.to_string(),
-            });
-            return Err(e.into());
-        }
-        self.emit(event);
-        let pair = record.pair.take().ok_or(Error::CredentialsRequired)?;
-        let until = self.policy.fresh_usable_until(now, &pair);
-        Ok(self.adopt_until(pair, until))
+    ) -> AccessToken {
+        record.server_offset = self.transport.server_offset().or(record.server_offset);
+        record.issued_at = Some(self.server_now(record.server_offset));
+        self.policy.prune(&mut record.makes);
+        record.pair = Some(pair.clone());
+        self.save_or_keep(guard, &record, true);
+        self.emit(how.event(&pair));
+        self.adopt(&record, &pair)
     }
 
-    /// Makes a stored pair the one in use.
-    fn adopt(&self, pair: TokenPair) -> AccessToken {
+    /// [`adopt`](Self::adopt) for a pair found in the store, told as [`Event::Adopted`]
+    /// unless it is the one in use already.
+    fn adopt_stored(&self, record: &StoredRecord, pair: &TokenPair) -> AccessToken {
         let known = self
             .current
             .lock()
             .as_ref()
             .is_some_and(|c| c.access == pair.access);
         if !known {
-            self.emit(Obtained::Adopted.event(&pair));
+            self.emit(Obtained::Adopted.event(pair));
         }
-        let until = self.policy.usable_until(&pair);
-        self.adopt_until(pair, until)
+        self.adopt(record, pair)
     }
 
-    /// Makes `pair` the one in use until `until` (unix seconds).
-    fn adopt_until(&self, pair: TokenPair, until: i64) -> AccessToken {
+    /// Makes `pair` (of `record`) the one in use until the policy says otherwise.
+    fn adopt(&self, record: &StoredRecord, pair: &TokenPair) -> AccessToken {
+        let until = self.policy.usable_until(pair, record.issued_at);
+        // The deadline is on our clock: the server's, less the offset.
+        let local_until = until.saturating_sub(self.offset(record.server_offset));
+        let until = if until == i64::MAX {
+            i64::MAX
+        } else {
+            local_until
+        };
         let current = Current {
             usable_until: Deadline::at(until),
-            access: pair.access,
+            access: pair.access.clone(),
         };
         let access = current.access.clone();
         *self.current.lock() = Some(current);
         access
+    }
+}
+
+/// Removes one ledger entry `at` (the attempt being taken back).
+fn take_back(makes: &mut Vec<i64>, at: i64) {
+    if let Some(i) = makes.iter().rposition(|&t| t == at) {
+        makes.remove(i);
     }
 }
 
@@ -756,6 +1008,20 @@ impl SessionBuilder {
         self
     }
 
+    /// How long tokens.make is not asked again after the server refused it with HTTP 429
+    /// (default one hour); it doubles with each further 429, up to
+    /// [`make_cooldown_max`](Self::make_cooldown_max).
+    pub fn make_cooldown(mut self, cooldown: Duration) -> Self {
+        self.policy.make_cooldown_secs = i64::try_from(cooldown.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// The longest cooldown after repeated 429s on tokens.make (default 24 h).
+    pub fn make_cooldown_max(mut self, cooldown: Duration) -> Self {
+        self.policy.make_cooldown_max_secs = i64::try_from(cooldown.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
     /// Calls `hook` with every [`Event`]: a new pair made, refreshed or taken from the store,
     /// a token refused, a failed save, a low make quota. The hook runs on the thread that
     /// caused the event, after the store was updated and outside the session's locks (it may
@@ -808,9 +1074,15 @@ impl SessionBuilder {
             (None, Some(c)) => StoreKey::for_account(&self.config.base_url, c.email(), c.app_id()),
             (None, None) => StoreKey::for_base_url(&self.config.base_url),
         };
+        let lease_secs = i64::try_from(self.config.timeout.as_secs())
+            .unwrap_or(i64::MAX)
+            .saturating_add(5);
         let transport = match self.transport {
             Some(transport) => transport,
-            None => Box::new(UreqTransport::new(self.config)?),
+            None => Box::new(UreqTransport::with_clock(
+                self.config,
+                SessionClock::new(self.clock.clone()),
+            )?),
         };
         Ok(Session {
             inner: Arc::new(Inner {
@@ -822,6 +1094,10 @@ impl SessionBuilder {
                 clock: SessionClock::new(self.clock),
                 current: Mutex::new(None),
                 flight: Mutex::new(()),
+                unsaved: Mutex::new(None),
+                dirty: AtomicBool::new(false),
+                offline: Mutex::new(None),
+                lease_secs,
                 refused: Mutex::new(None),
                 events: Events::new(self.hook),
             }),

@@ -18,7 +18,17 @@ use std::time::{Duration, Instant};
 
 use chatapp_session::store::{StoreKey, StoredRecord, TokenStore};
 use chatapp_session::testing::ManualClock;
-use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
+use chatapp_session::testing::{
+    FakeChatApp, Fault, Route, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
+};
+
+/// The server's answer to a dead access token.
+fn invalid_token() -> Fault {
+    Fault::json(
+        401,
+        r#"{"success":false,"error":{"code":"ApiInvalidTokenError","message":"Invalid Token"}}"#,
+    )
+}
 use chatapp_session::{Credentials, Session};
 
 const KILLS: usize = 200;
@@ -26,11 +36,11 @@ const KILLS: usize = 200;
 const MAX_DELAY_MICROS: u64 = 30_000;
 const KEY: &str = "crash";
 
-/// How far the child's clock is ahead of the server's (which stands still): inside the 60 s
-/// expiry margin of every access token the server issues (they live a day), so each one is
-/// stale to the child at once, yet not a whole day, so that the child's pruning keeps every
-/// make of the ledger (stamped with the real time, never before the server's).
-const CHILD_AHEAD: i64 = 86_400 - 30;
+/// How many `ApiInvalidTokenError` replies wait for each child's requests: more than it can
+/// use before its kill (each request takes two: the first answer and the one after the
+/// refresh). A clock ahead of the server's no longer drives refreshes: the session learns
+/// the server's time from its `Date` header.
+const REFUSALS_PER_CHILD: usize = 400;
 
 const CHILD_STORE: &str = "CHATAPP_CRASH_CHILD_STORE";
 const CHILD_BASE: &str = "CHATAPP_CRASH_CHILD_BASE";
@@ -47,9 +57,9 @@ fn open_store(spec: &str) -> Box<dyn TokenStore> {
     }
 }
 
-/// The child: a session whose clock is almost a day ahead of the server's, so that every pair
-/// the server hands out is already stale to it: each `access_token()` is one refresh and one save
-/// under the store's lock. No credentials: a child never needs (nor may) make a pair.
+/// The child: a session whose every request the server refuses with `ApiInvalidTokenError`
+/// (the parent queued the refusals), so that each request is one refresh and one save under
+/// the store's lock. No credentials: a child never needs (nor may) make a pair.
 #[test]
 fn child_process() {
     let Ok(spec) = std::env::var(CHILD_STORE) else {
@@ -67,16 +77,17 @@ fn child_process() {
         .unwrap();
     // A first refresh opens the one keep-alive connection that every later refresh uses, so
     // the server tracks it (`open_connections`) from before the parent's clock starts.
-    if let Err(e) = session.access_token() {
-        println!("child error: {e}");
-        std::process::exit(3);
-    }
-    println!("ready");
-    loop {
-        if let Err(e) = session.access_token() {
+    let refreshed_request = || match session.request("GET", "/v1/licenses", None) {
+        Ok(_) | Err(chatapp_session::Error::TokenRejected(_)) => {}
+        Err(e) => {
             println!("child error: {e}");
             std::process::exit(3);
         }
+    };
+    refreshed_request();
+    println!("ready");
+    loop {
+        refreshed_request();
     }
 }
 
@@ -115,7 +126,7 @@ fn spawn_child(spec: &str, server: &FakeChatApp) -> Child {
         ])
         .env(CHILD_STORE, spec)
         .env(CHILD_BASE, server.base_url())
-        .env(CHILD_NOW, (server.now() + CHILD_AHEAD).to_string())
+        .env(CHILD_NOW, server.now().to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -245,6 +256,10 @@ fn survive_kills(kind: &str, spec: &str, dir: &Path) {
         let what = format!("{kind} kill {kill} (seed {seed}, {delay:?} after ready)");
         let before = server.counters();
 
+        server.clear_faults();
+        for _ in 0..REFUSALS_PER_CHILD {
+            server.inject(Route::Request, invalid_token());
+        }
         let mut child = spawn_child(spec, &server);
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         // The test harness speaks first ("running 1 test"); the child then says "ready".
@@ -258,6 +273,7 @@ fn survive_kills(kind: &str, spec: &str, dir: &Path) {
         std::thread::sleep(delay);
         child.kill().unwrap();
         let status = child.wait().unwrap();
+        server.clear_faults();
         let mut rest = String::new();
         stdout.read_to_string(&mut rest).unwrap();
         assert_eq!(

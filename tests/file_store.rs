@@ -239,7 +239,8 @@ fn saving_one_key_keeps_the_others() {
         store.load(&keys[2]).unwrap(),
         Some(StoredRecord {
             pair: None,
-            makes: vec![2]
+            makes: vec![2],
+            ..Default::default()
         })
     );
 

@@ -92,6 +92,7 @@ fn record(tag: &str, makes: Vec<i64>) -> StoredRecord {
     StoredRecord {
         pair: Some(pair(tag)),
         makes,
+        ..Default::default()
     }
 }
 
@@ -322,6 +323,7 @@ fn save_then_load_round_trips_as_one_secret() {
     let ledger_only = StoredRecord {
         pair: None,
         makes: vec![5],
+        ..Default::default()
     };
     store
         .save(&key, &ledger_only)
@@ -381,6 +383,7 @@ fn clear_keeps_the_ledger_and_is_idempotent() {
     let cleared = StoredRecord {
         pair: None,
         makes: vec![7, 8],
+        ..Default::default()
     };
     assert_eq!(store.load(&key).ok(), Some(Some(cleared.clone())));
     store
@@ -852,6 +855,7 @@ fn kernel_keyring_round_trips_across_instances_and_processes() {
     let cleared = StoredRecord {
         pair: None,
         makes: vec![1, 2, 3],
+        ..Default::default()
     };
     assert_eq!(store.load(&key).ok(), Some(Some(cleared)));
     // Nothing went to the Secret Service.

@@ -33,6 +33,7 @@ fn the_lang_header_reaches_the_server() {
             &StoredRecord {
                 pair: Some(server.issue_pair()),
                 makes: Vec::new(),
+                ..Default::default()
             },
         )
         .unwrap();

@@ -28,6 +28,7 @@ pub fn far_future_record(n: i64) -> StoredRecord {
             cabinet_user_id: 14545,
         }),
         makes: vec![1_750_000_000 + n],
+        ..Default::default()
     }
 }
 

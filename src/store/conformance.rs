@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{StoreKey, StoredRecord, TokenStore};
+use super::{Cooldown, StoreKey, StoredRecord, TokenStore};
 use crate::clock::{Clock, SystemClock};
 use crate::token::{AccessToken, RefreshToken, TokenPair};
 
@@ -51,6 +51,13 @@ fn record(tag: &str, n: i64) -> StoredRecord {
             cabinet_user_id: n,
         }),
         makes: vec![n, n + 1],
+        issued_at: Some(1_699_913_600 + n),
+        server_offset: Some(n - 7),
+        make_cooldown: Some(Cooldown {
+            until: 1_700_003_600 + n,
+            strikes: 1,
+        }),
+        make_in_flight_until: Some(1_700_000_035 + n),
     }
 }
 
@@ -115,6 +122,7 @@ pub fn save_then_load<S: TokenStore + ?Sized>(store: &S) {
     let no_pair = StoredRecord {
         pair: None,
         makes: vec![5, 6, 7],
+        ..Default::default()
     };
     save(store, &key, &no_pair, "save_then_load");
     assert_eq!(
@@ -244,7 +252,8 @@ pub fn survives_reopen<S: TokenStore>(open: &dyn Fn() -> S) {
         load(&third, &key, CHECK),
         Some(StoredRecord {
             pair: None,
-            makes: saved.makes
+            makes: saved.makes,
+            ..Default::default()
         }),
         "{CHECK}: a clear must survive reopening too"
     );

@@ -92,14 +92,40 @@ impl fmt::Display for StoreKey {
     }
 }
 
-/// What a store keeps under one key: the current pair (if any) and the make ledger.
+/// What a store keeps under one key: the current pair (if any), the make ledger, and what
+/// every process sharing the store must agree on (the server's clock, a 429 cooldown).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredRecord {
     /// The current token pair; `None` after a logout or before the first make.
     pub pair: Option<TokenPair>,
-    /// Unix seconds of every tokens.make sent in the last 24 h (older entries may be pruned).
-    /// Kept across logouts so the quota survives them.
+    /// Unix seconds (on the server's clock when known) of every tokens.make that may have
+    /// reached the server, written *before* it is sent; the newest `make_limit` entries are
+    /// kept whatever the clock says. Kept across logouts so the quota survives them.
     pub makes: Vec<i64>,
+    /// When the stored pair arrived, on the server's clock (unix seconds); `None` when not
+    /// known (a record written by version 0.1).
+    pub issued_at: Option<i64>,
+    /// The server's clock minus this machine's, in seconds, as last learned from a reply's
+    /// `Date` header; `None` while unknown.
+    pub server_offset: Option<i64>,
+    /// Set when the server refused tokens.make with HTTP 429: no make is sent before it ends.
+    pub make_cooldown: Option<Cooldown>,
+    /// Set while a process has a tokens.make on its way (server-clock unix seconds: the end
+    /// of that attempt's HTTP timeout, plus a margin). A store whose lock ends with each save
+    /// (SQLite, PostgreSQL) lets others in between the ledger entry and the new pair: they
+    /// wait for it instead of making too. Cleared when that attempt ends; a crashed
+    /// attempt's mark simply expires.
+    pub make_in_flight_until: Option<i64>,
+}
+
+/// A pause on tokens.make after the server refused it with HTTP 429, persisted with the
+/// record so that no process asks again before it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cooldown {
+    /// When tokens.make may be sent again (server-clock unix seconds).
+    pub until: i64,
+    /// How many 429s in a row since the last successful make (the pause doubles with each).
+    pub strikes: u32,
 }
 
 /// A store of token records.

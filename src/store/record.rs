@@ -1,23 +1,30 @@
 //! The one serialized form of a [`StoredRecord`], shared by every durable backend.
 //!
 //! ```json
-//! {"version": 1,
+//! {"version": 2,
 //!  "pair": {"accessToken": "...", "accessTokenEndTime": 1625915202,
-//!           "refreshToken": "...", "refreshTokenEndTime": 1626001602, "cabinetUserId": 14545},
-//!  "makes": [1625828802]}
+//!           "refreshToken": "...", "refreshTokenEndTime": 1626001602, "cabinetUserId": 14545,
+//!           "issuedAt": 1625828802},
+//!  "makes": [1625828802],
+//!  "serverOffset": -3,
+//!  "cooldown": {"until": 1625832402, "strikes": 1},
+//!  "makeInFlightUntil": 1625828840}
 //! ```
-//! `pair` is `null` after a logout. Unknown fields are ignored; a version newer than
-//! [`RECORD_VERSION`] is refused, so an older build never overwrites what it cannot read.
+//! `pair` is `null` after a logout; `issuedAt`, `serverOffset`, `cooldown` and
+//! `makeInFlightUntil` may be absent
+//! or `null`. Version 1 (0.1.0) is read as well (it has none of them). Unknown fields are
+//! ignored; a version newer than [`RECORD_VERSION`] is refused, so an older build never
+//! overwrites what it cannot read.
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::StoredRecord;
+use super::{Cooldown, StoredRecord};
 use crate::error::StoreError;
 use crate::token::{AccessToken, RefreshToken, TokenPair};
 
 /// The schema version this build writes and the newest it reads.
-pub const RECORD_VERSION: u64 = 1;
+pub const RECORD_VERSION: u64 = 2;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,13 +34,28 @@ struct PairOut<'a> {
     refresh_token: &'a str,
     refresh_token_end_time: i64,
     cabinet_user_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_at: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CooldownJson {
+    until: i64,
+    strikes: u32,
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct RecordOut<'a> {
     version: u64,
     pair: Option<PairOut<'a>>,
     makes: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_offset: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cooldown: Option<CooldownJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    make_in_flight_until: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -44,13 +66,22 @@ struct PairIn {
     refresh_token: String,
     refresh_token_end_time: i64,
     cabinet_user_id: i64,
+    #[serde(default)]
+    issued_at: Option<i64>,
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RecordIn {
     pair: Option<PairIn>,
     #[serde(default)]
     makes: Vec<i64>,
+    #[serde(default)]
+    server_offset: Option<i64>,
+    #[serde(default)]
+    cooldown: Option<CooldownJson>,
+    #[serde(default)]
+    make_in_flight_until: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -68,8 +99,15 @@ pub fn encode_record(record: &StoredRecord) -> Zeroizing<String> {
             refresh_token: p.refresh.expose_secret(),
             refresh_token_end_time: p.refresh_expires_at,
             cabinet_user_id: p.cabinet_user_id,
+            issued_at: record.issued_at,
         }),
         makes: &record.makes,
+        server_offset: record.server_offset,
+        cooldown: record.make_cooldown.map(|c| CooldownJson {
+            until: c.until,
+            strikes: c.strikes,
+        }),
+        make_in_flight_until: record.make_in_flight_until,
     };
     // Serializing plain strings and integers into a String cannot fail.
     Zeroizing::new(serde_json::to_string(&out).unwrap_or_default())
@@ -101,24 +139,32 @@ pub fn decode_record(
         });
     }
     let record: RecordIn = serde_json::from_slice(bytes).map_err(|e| corrupt(describe(&e)))?;
-    let pair = match record.pair {
-        None => None,
+    let (pair, issued_at) = match record.pair {
+        None => (None, None),
         Some(p) => {
             if p.access_token.is_empty() || p.refresh_token.is_empty() {
                 return Err(corrupt("an empty token".to_owned()));
             }
-            Some(TokenPair {
+            let pair = TokenPair {
                 access: AccessToken::new(p.access_token),
                 access_expires_at: p.access_token_end_time,
                 refresh: RefreshToken::new(p.refresh_token),
                 refresh_expires_at: p.refresh_token_end_time,
                 cabinet_user_id: p.cabinet_user_id,
-            })
+            };
+            (Some(pair), p.issued_at)
         }
     };
     Ok(StoredRecord {
         pair,
         makes: record.makes,
+        issued_at,
+        server_offset: record.server_offset,
+        make_cooldown: record.cooldown.map(|c| Cooldown {
+            until: c.until,
+            strikes: c.strikes,
+        }),
+        make_in_flight_until: record.make_in_flight_until,
     })
 }
 
@@ -147,6 +193,13 @@ mod tests {
                 cabinet_user_id: 14545,
             }),
             makes: vec![1, 2, 3],
+            issued_at: Some(1_625_828_802),
+            server_offset: Some(-3),
+            make_cooldown: Some(Cooldown {
+                until: 1_625_832_402,
+                strikes: 2,
+            }),
+            make_in_flight_until: Some(1_625_828_840),
         }
     }
 
@@ -183,13 +236,30 @@ mod tests {
                 other => panic!("{:?} gave {other:?}", String::from_utf8_lossy(&bytes)),
             }
         }
-        for v in ["0", "2", "99"] {
+        for v in ["0", "3", "99"] {
             let bytes = format!(r#"{{"version":{v},"pair":null}}"#);
             assert!(matches!(
                 decode_record(bytes.as_bytes(), "t", "here"),
                 Err(StoreError::UnsupportedVersion { .. })
             ));
         }
+    }
+
+    #[test]
+    fn version_1_records_are_read() {
+        let v1 = br#"{"version":1,"pair":{"accessToken":"a","accessTokenEndTime":5,"refreshToken":"r","refreshTokenEndTime":6,"cabinetUserId":7},"makes":[1,2]}"#;
+        let r = decode_record(v1, "t", "here").ok();
+        assert_eq!(r.as_ref().map(|r| r.makes.clone()), Some(vec![1, 2]));
+        assert_eq!(
+            r.as_ref()
+                .and_then(|r| r.pair.as_ref())
+                .map(|p| p.refresh_expires_at),
+            Some(6)
+        );
+        assert_eq!(
+            r.map(|r| (r.issued_at, r.server_offset, r.make_cooldown)),
+            Some((None, None, None))
+        );
     }
 
     #[test]

@@ -225,6 +225,8 @@ pub struct FakeChatAppBuilder {
     invalid_token_status: Option<u16>,
     clock: Option<ManualClock>,
     threads: Option<usize>,
+    no_date: bool,
+    end_times_as_lifetimes: bool,
 }
 
 impl FakeChatAppBuilder {
@@ -297,6 +299,21 @@ impl FakeChatAppBuilder {
         self
     }
 
+    /// Whether replies carry a `Date` header with the server's clock (default `true`).
+    /// Without it a client cannot learn the server's time.
+    pub fn send_date(mut self, yes: bool) -> Self {
+        self.no_date = !yes;
+        self
+    }
+
+    /// Whether tokens.make and tokens.refresh put the tokens' lifetimes (`86400`) where
+    /// their end times belong, as a broken server might (default `false`). The server itself
+    /// still ends them at the real end times.
+    pub fn end_times_as_lifetimes(mut self, yes: bool) -> Self {
+        self.end_times_as_lifetimes = yes;
+        self
+    }
+
     /// Starts the server.
     ///
     /// # Errors
@@ -335,12 +352,15 @@ impl FakeChatAppBuilder {
         let clock = self
             .clock
             .unwrap_or_else(|| ManualClock::new(SystemClock.now()));
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             State::new(limits, accounts),
             clock,
             self.invalid_token_status.unwrap_or(401),
             self.threads.unwrap_or(16),
-        ));
+        );
+        shared.send_date = !self.no_date;
+        shared.end_times_as_lifetimes = self.end_times_as_lifetimes;
+        let shared = Arc::new(shared);
         let server = Server::start(Arc::clone(&shared))?;
         Ok(FakeChatApp {
             shared,

@@ -198,6 +198,16 @@ fn pair_reply(issued: &Issued, shape: &Shape<'_>) -> Response {
     Response::json_text(200, format!("{{{}}}", parts.join(",")))
 }
 
+/// A pair as the server puts it on the wire: end times, or lifetimes when the server is told
+/// to be broken that way.
+fn as_sent(shared: &Shared, mut issued: Issued, now: i64) -> Issued {
+    if shared.end_times_as_lifetimes {
+        issued.access_end = issued.access_end.saturating_sub(now);
+        issued.refresh_end = issued.refresh_end.saturating_sub(now);
+    }
+    issued
+}
+
 /// The usual answer to a request.
 fn serve(shared: &Shared, route: Route, request: &Request, shape: &Shape<'_>) -> Response {
     let now = shared.clock.now();
@@ -215,7 +225,7 @@ fn serve(shared: &Shared, route: Route, request: &Request, shape: &Shape<'_>) ->
                     .lock()
                     .make(field("email"), field("password"), field("appId"), now);
             match made {
-                Ok(issued) => pair_reply(&issued, shape),
+                Ok(issued) => pair_reply(&as_sent(shared, issued, now), shape),
                 Err(MakeRefusal::WrongCredentials) => {
                     error(401, "ApiWrongCredentialsError", "Wrong email or password")
                 }
@@ -230,7 +240,7 @@ fn serve(shared: &Shared, route: Route, request: &Request, shape: &Shape<'_>) ->
             let token = request.header("refresh").unwrap_or_default();
             let refreshed = shared.state.lock().refresh(token, now);
             match refreshed {
-                Ok(issued) => pair_reply(&issued, shape),
+                Ok(issued) => pair_reply(&as_sent(shared, issued, now), shape),
                 Err(_) => invalid_token(401, request),
             }
         }

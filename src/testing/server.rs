@@ -35,6 +35,11 @@ pub(crate) struct Shared {
     pub(crate) clock: ManualClock,
     /// The status of `ApiInvalidTokenError` replies to ordinary calls and tokens.check.
     pub(crate) invalid_token_status: u16,
+    /// Whether replies carry a `Date` header with the server's clock (default yes).
+    pub(crate) send_date: bool,
+    /// Whether tokens.make and tokens.refresh send lifetimes (`86400`) where end times
+    /// belong, as a broken server might.
+    pub(crate) end_times_as_lifetimes: bool,
     /// Set when the server is being dropped.
     pub(crate) stop: AtomicBool,
     /// How many more requests may be handled at once.
@@ -57,11 +62,24 @@ impl Shared {
             faults: FaultQueue::default(),
             clock,
             invalid_token_status,
+            send_date: true,
+            end_times_as_lifetimes: false,
             stop: AtomicBool::new(false),
             permits: Mutex::new(threads.max(1)),
             permit_freed: Condvar::new(),
             connections: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The `Date` header of a reply sent now, unless the server is told to send none (or its
+    /// clock is before 1970).
+    fn date_header(&self) -> Option<String> {
+        if !self.send_date {
+            return None;
+        }
+        let secs = u64::try_from(crate::clock::Clock::now(&self.clock)).ok()?;
+        let at = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))?;
+        Some(httpdate::fmt_http_date(at))
     }
 
     /// How many client connections are open now.
@@ -243,7 +261,10 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
         drop(permit);
         let head_only = request.method == "HEAD";
         let keep_open = match reply {
-            Reply::Send(response) => {
+            Reply::Send(mut response) => {
+                if let Some(date) = shared.date_header() {
+                    response.headers.push(("Date".to_owned(), date));
+                }
                 http::write_response(&mut writer, &response, request.keep_alive, head_only).is_ok()
                     && request.keep_alive
             }

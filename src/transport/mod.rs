@@ -8,6 +8,7 @@
 
 mod envelope;
 mod path;
+mod sent;
 mod ureq;
 
 pub(crate) use self::envelope::data_as;
@@ -105,6 +106,13 @@ pub trait Transport: Send + Sync + fmt::Debug {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value>;
+
+    /// The server's clock minus the session's, in seconds, as last seen in a reply's `Date`
+    /// header; `None` while unknown (the default). The session judges end times on the
+    /// server's clock with it, so that a wrong local clock causes no refresh or make storm.
+    fn server_offset(&self) -> Option<i64> {
+        None
+    }
 
     /// An authenticated call of any shape: `call`'s method, path, body and `Accept` header.
     /// Returns the reply as it came (status, headers, bytes) when the server accepted it.

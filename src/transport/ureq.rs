@@ -7,12 +7,16 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 use ureq::http;
 
+use parking_lot::Mutex;
 use ureq::unversioned::multipart;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use super::envelope::{parse_envelope, parse_token_pair, refusal_in};
-use super::{Transport, TransportConfig};
+use super::{sent, Transport, TransportConfig};
 use crate::call::{Body, Call, Reply};
-use crate::error::{Endpoint, Error, Result};
+use crate::clock::SessionClock;
+use crate::error::{Delivery, Endpoint, Error, Result};
 use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
 const USER_AGENT: &str = concat!("chatapp-session/", env!("CARGO_PKG_VERSION"));
@@ -22,6 +26,10 @@ const USER_AGENT: &str = concat!("chatapp-session/", env!("CARGO_PKG_VERSION"));
 pub(crate) struct UreqTransport {
     agent: ureq::Agent,
     config: TransportConfig,
+    /// The clock the server's `Date` is compared with.
+    clock: SessionClock,
+    /// The server's clock minus `clock`, from the latest reply that had a `Date`.
+    offset: Mutex<Option<i64>>,
 }
 
 /// Whether `host` (as written in a URL authority) is this machine.
@@ -54,7 +62,13 @@ impl UreqTransport {
     /// [`Error::Config`] when the base URL is not `https://` or `http://`, or is plain
     /// `http://` to a host other than loopback without
     /// [`allow_insecure_http`](TransportConfig::allow_insecure_http).
+    #[cfg(test)]
     pub(crate) fn new(config: TransportConfig) -> Result<Self> {
+        Self::with_clock(config, SessionClock::new(None))
+    }
+
+    /// A transport for `config` whose server clock offset is measured against `clock`.
+    pub(crate) fn with_clock(config: TransportConfig, clock: SessionClock) -> Result<Self> {
         let (scheme, host) = scheme_and_host(&config.base_url).ok_or_else(|| {
             Error::Config(format!(
                 "base URL {:?} is not an http(s) URL",
@@ -86,8 +100,14 @@ impl UreqTransport {
             // HTTP(S)_PROXY would otherwise send even 127.0.0.1 through the proxy.
             builder = builder.proxy(None);
         }
-        let agent = builder.build().new_agent();
-        Ok(UreqTransport { agent, config })
+        let connector = DefaultConnector::new().chain(sent::WatchSends);
+        let agent = ureq::Agent::with_parts(builder.build(), connector, DefaultResolver::default());
+        Ok(UreqTransport {
+            agent,
+            config,
+            clock,
+            offset: Mutex::new(None),
+        })
     }
 
     /// The base URL joined with `path`, refused when the path could reach another origin.
@@ -121,6 +141,7 @@ impl UreqTransport {
             method,
             http::Method::POST | http::Method::PUT | http::Method::PATCH
         );
+        sent::start();
         let built = match body {
             Some(bytes) => request
                 .header("Content-Type", "application/json")
@@ -130,9 +151,10 @@ impl UreqTransport {
             None if takes_body => request.body(Vec::new()).map(|r| self.agent.run(r)),
             None => request.body(()).map(|r| self.agent.run(r)),
         };
-        let sent =
+        let outcome =
             built.map_err(|_| Error::Config(format!("path {path:?} is not a valid URL path")))?;
-        let mut response = sent.map_err(|e| self.map_error(endpoint, e))?;
+        let mut response = outcome.map_err(|e| self.map_error(endpoint, e))?;
+        self.observe_date(response.headers());
         let status = response.status().as_u16();
         log::debug!("{method} {path} -> HTTP {status}");
         self.read_capped(endpoint, status, &mut response)
@@ -179,41 +201,109 @@ impl UreqTransport {
         }
     }
 
+    /// Learns the server's clock from a reply's `Date` header (one-second resolution).
+    fn observe_date(&self, headers: &http::HeaderMap) {
+        let date = headers
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok());
+        if let Some(server_now) = date {
+            *self.offset.lock() = Some(server_now.saturating_sub(self.clock.now()));
+        }
+    }
+
+    /// A failure before any reply: a timeout or a network error, with whether the request
+    /// may have reached the server. ureq's error kinds that can only happen before a request
+    /// is written prove nothing was sent; so does a failure before this thread handed a
+    /// single byte of the request to a connection ([`sent`]).
     fn map_error(&self, endpoint: Endpoint, e: ureq::Error) -> Error {
+        let delivery = if !sent::wrote() || never_sent(&e) {
+            Delivery::NotSent
+        } else {
+            Delivery::MaybeSent
+        };
         match e {
             ureq::Error::Timeout(_) => Error::Timeout {
                 endpoint,
                 after: self.config.timeout,
+                delivery,
             },
-            ureq::Error::Io(io) => self.map_io(endpoint, io),
+            ureq::Error::Io(io) if !is_timeout(&io) => Error::Network {
+                endpoint,
+                delivery,
+                retry_at: None,
+                source: Box::new(io),
+            },
+            ureq::Error::Io(_) => Error::Timeout {
+                endpoint,
+                after: self.config.timeout,
+                delivery,
+            },
             other => Error::Network {
                 endpoint,
+                delivery,
+                retry_at: None,
                 source: Box::new(other),
             },
         }
     }
 
+    /// A failure while the reply's body was read: the request was sent.
     fn map_io(&self, endpoint: Endpoint, e: std::io::Error) -> Error {
-        // ureq reports its own timeouts inside io errors while a body is read.
-        let timed_out = e.kind() == std::io::ErrorKind::TimedOut
-            || e.get_ref()
-                .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-                .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
-        if timed_out {
+        if is_timeout(&e) {
             Error::Timeout {
                 endpoint,
                 after: self.config.timeout,
+                delivery: Delivery::MaybeSent,
             }
         } else {
             Error::Network {
                 endpoint,
+                delivery: Delivery::MaybeSent,
+                retry_at: None,
                 source: Box::new(e),
             }
         }
     }
 }
 
+/// Whether an io error is a timeout (ureq reports its own timeouts inside io errors while a
+/// body is read).
+fn is_timeout(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+/// Whether ureq's error kind alone proves the request never left this machine: the name
+/// did not resolve, no connection could be had, the connect (or resolve) phase timed out,
+/// a proxy refused the tunnel, or the connection was refused.
+fn never_sent(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::ConnectProxyFailed(_)
+        | ureq::Error::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::AddrNotAvailable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::HostUnreachable
+        ),
+        _ => false,
+    }
+}
+
 impl Transport for UreqTransport {
+    fn server_offset(&self) -> Option<i64> {
+        *self.offset.lock()
+    }
+
     fn make(&self, credentials: &Credentials) -> Result<TokenPair> {
         let body = zeroize::Zeroizing::new(
             json!({
@@ -297,7 +387,8 @@ impl Transport for UreqTransport {
             http::Method::POST | http::Method::PUT | http::Method::PATCH
         );
         let invalid = |_| Error::Config(format!("{call:?} is not a valid HTTP request"));
-        let sent = match call.body_ref() {
+        sent::start();
+        let outcome = match call.body_ref() {
             Body::Raw {
                 content_type,
                 bytes,
@@ -338,7 +429,8 @@ impl Transport for UreqTransport {
                 .map(|r| self.agent.run(r)),
             _ => request.body(()).map_err(invalid).map(|r| self.agent.run(r)),
         };
-        let mut response = sent?.map_err(|e| self.map_error(endpoint, e))?;
+        let mut response = outcome?.map_err(|e| self.map_error(endpoint, e))?;
+        self.observe_date(response.headers());
         let status = response.status().as_u16();
         log::debug!("{method} {} -> HTTP {status}", call.path());
         let headers = response

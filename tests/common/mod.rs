@@ -37,6 +37,7 @@ pub fn secret_record(n: i64) -> StoredRecord {
             cabinet_user_id: n,
         }),
         makes: vec![n],
+        ..Default::default()
     }
 }
 

@@ -172,6 +172,7 @@ pub fn seed_pair(server: &FakeChatApp, store: &dyn TokenStore) -> StoredRecord {
     let record = StoredRecord {
         pair: Some(server.issue_pair()),
         makes: Vec::new(),
+        ..Default::default()
     };
     store
         .save(&cli_key(server), &record)
