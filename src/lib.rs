@@ -65,7 +65,7 @@ mod call;
 mod clock;
 mod error;
 mod events;
-pub mod policy;
+mod policy;
 #[cfg(all(test, feature = "file"))]
 mod proptests;
 mod session;

@@ -18,9 +18,8 @@ use std::sync::{mpsc, Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatapp_session::store::{
-    decode_record, encode_record, KeyringBackend, KeyringStore, StoreKey, StoredRecord, TokenStore,
-};
+use chatapp_session::store::{KeyringBackend, KeyringStore, StoreKey, StoredRecord, TokenStore};
+use chatapp_session::testing::{decode_record, encode_record};
 use chatapp_session::{AccessToken, RefreshToken, StoreError, TokenPair};
 
 const HOW_TO_RUN: &str = "the keyring tests need a D-Bus session bus with an unlocked Secret \

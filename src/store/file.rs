@@ -25,7 +25,7 @@ const FILE_VERSION: u64 = 1;
 
 /// Keeps records in one JSON file:
 /// `{"version":1,"entries":{"<store key>": <record>, ...}}`, each record in the form of
-/// [`encode_record`].
+/// the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the same in every store).
 ///
 /// - The file is created readable by its owner only (`0600`), its missing parent directories
 ///   `0700`. A store file that its group or other users may access is refused with

@@ -1,7 +1,7 @@
 //! The OS keyring: Secret Service on Linux, the Keychain on macOS, the Credential Manager on
 //! Windows (through `keyring-core` and its per-platform stores), or the Linux kernel keyring.
 //!
-//! One store key is one secret: the [`encode_record`](super::encode_record) JSON of its pair
+//! One store key is one secret: the record JSON of its pair
 //! and make ledger, kept under (service, account = the key's text). The cross-process lock is
 //! an advisory lock on a small file that holds no secret (see [`KeyringStore::lock_path`]).
 

@@ -20,7 +20,7 @@ mod keyring;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod record;
+pub(crate) mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schema;
 #[cfg(feature = "sqlite")]
@@ -33,7 +33,9 @@ pub use file::FileStore;
 #[cfg(feature = "keyring")]
 pub use keyring::{KeyringBackend, KeyringStore};
 pub use memory::MemoryStore;
-pub use record::{decode_record, encode_record, RECORD_VERSION};
+#[cfg(test)]
+pub(crate) use record::RECORD_VERSION;
+pub(crate) use record::{decode_record, encode_record};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 

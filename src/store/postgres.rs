@@ -61,7 +61,7 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 /// Keeps records in a PostgreSQL database, so that a fleet of machines shares one ChatApp
 /// session: table `chatapp_session_tokens(store_key TEXT PRIMARY KEY, record TEXT NOT NULL,
 /// updated_at TIMESTAMPTZ NOT NULL DEFAULT now())`, one row per [`StoreKey`] holding the pair
-/// and the make ledger in the form of [`encode_record`]; table
+/// and the make ledger in the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the same in every store); table
 /// `chatapp_session_schema(version INT NOT NULL)` holds the schema version. Both are created
 /// on first use, in the connection's `search_path`.
 ///

@@ -36,7 +36,7 @@ const UPSERT: &str = "INSERT INTO chatapp_tokens (store_key, record, updated_at)
 
 /// Keeps records in a SQLite database: table `chatapp_tokens(store_key TEXT PRIMARY KEY,
 /// record TEXT NOT NULL, updated_at INTEGER NOT NULL)`, one row per [`StoreKey`], the record in
-/// the form of [`encode_record`]; `PRAGMA user_version` is the schema version. Several
+/// the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the same in every store); `PRAGMA user_version` is the schema version. Several
 /// accounts, and several processes, can share one database.
 ///
 /// - [`open`](Self::open) creates the database file readable by its owner only (`0600`), its

@@ -51,6 +51,9 @@ mod tokens;
 pub use self::fault::{Fault, Route};
 pub use self::state::{Counters, Rotation, UploadedFile};
 pub use crate::clock::ManualClock;
+/// The record codec every durable store uses (its JSON text, zeroized on drop), for tests
+/// that look at what a store wrote. Not needed to use a store.
+pub use crate::store::record::{decode_record, encode_record};
 
 use std::fmt;
 use std::io;
