@@ -328,6 +328,8 @@ fn run(args: &[String]) -> Result<(), Failure> {
                     "refresh_expires_at": s.refresh_expires_at,
                     "cabinet_user_id": s.cabinet_user_id,
                     "makes_last_24h": s.makes_last_24h,
+                    "unsaved": s.unsaved,
+                    "next_make_at": s.next_make_at,
                 })
             );
         }
@@ -341,6 +343,16 @@ fn run(args: &[String]) -> Result<(), Failure> {
         }
         Command::Logout => session.logout()?,
         Command::Accounts => {}
+    }
+    // The result is out; a pair the server gave that the store refused is still lost to the
+    // next run: say so, and exit 6.
+    if session.status()?.unsaved {
+        return Err(Failure {
+            code: 6,
+            message: "the new token pair could not be saved to the store (see the warning above); \
+                      the next run may have to make a new one"
+                .to_owned(),
+        });
     }
     Ok(())
 }

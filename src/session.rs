@@ -755,7 +755,7 @@ impl Inner {
                 let mut offline = self.offline.lock();
                 let failures = offline.as_ref().map_or(0, |o| o.failures).saturating_add(1);
                 let retry_at = local_now.saturating_add(policy::offline_backoff_secs(failures));
-                log::warn!("tokens.make never left this machine ({unsent}); next attempt at unix time {retry_at}");
+                log::info!("tokens.make never left this machine ({unsent}); next attempt at unix time {retry_at}");
                 *offline = Some(Offline {
                     failures,
                     retry_at,

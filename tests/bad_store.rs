@@ -115,7 +115,7 @@ fn a_damaged_store_file_makes_every_command_exit_6_naming_the_file() {
         (
             "a newer record version",
             record(r#"{"version":3,"pair":null}"#).into_bytes(),
-            "schema version 3 is not supported (this build reads up to 1)",
+            "schema version 3 is not supported (this build reads up to 2)",
         ),
     ];
     let location = path.display().to_string();
@@ -232,8 +232,8 @@ mod sqlite {
             ),
             (
                 "a newer record version",
-                r#"{"version":2,"pair":null}"#.into(),
-                "schema version 2 is not supported (this build reads up to 1)",
+                r#"{"version":3,"pair":null}"#.into(),
+                "schema version 3 is not supported (this build reads up to 2)",
             ),
         ];
         let location = format!("sqlite:{}", path.display());

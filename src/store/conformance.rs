@@ -171,9 +171,14 @@ pub fn clear_is_idempotent_and_keeps_ledger<S: TokenStore + ?Sized>(store: &S) {
         "{CHECK}: clear must remove the pair and keep the record"
     );
     assert_eq!(
-        after.map(|r| r.makes),
-        Some(saved.makes.clone()),
+        after.as_ref().map(|r| &r.makes),
+        Some(&saved.makes),
         "{CHECK}: clear must keep the make ledger"
+    );
+    assert_eq!(
+        after.map(|r| (r.make_cooldown, r.server_offset)),
+        Some((saved.make_cooldown, saved.server_offset)),
+        "{CHECK}: clear must keep the 429 cooldown and the server clock offset"
     );
     clear(store, &key, CHECK);
     assert_eq!(
@@ -252,8 +257,8 @@ pub fn survives_reopen<S: TokenStore>(open: &dyn Fn() -> S) {
         load(&third, &key, CHECK),
         Some(StoredRecord {
             pair: None,
-            makes: saved.makes,
-            ..Default::default()
+            issued_at: None,
+            ..saved
         }),
         "{CHECK}: a clear must survive reopening too"
     );

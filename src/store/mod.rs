@@ -169,8 +169,9 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
         guard.save(record)
     }
 
-    /// Removes the pair under `key` and keeps its make ledger. Clearing an absent key is not
-    /// an error.
+    /// Removes the pair (and its arrival time) under `key` and keeps the rest: the make
+    /// ledger, the 429 cooldown, the server clock offset, so the quota survives a logout.
+    /// Clearing an absent key is not an error.
     ///
     /// # Errors
     /// [`StoreError`] when the storage cannot be read or written.
@@ -179,6 +180,7 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
         match guard.load()? {
             Some(mut record) if record.pair.is_some() => {
                 record.pair = None;
+                record.issued_at = None;
                 guard.save(&record)
             }
             _ => Ok(()),
