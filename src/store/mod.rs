@@ -155,9 +155,19 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// loaded. Keys hold no secret; records are not read (but by a store that must check an
     /// index against its entries).
     ///
+    /// Every store of this crate implements it, and [`conformance`] checks it. The default,
+    /// for a store written before this method existed, fails with [`StoreError::Backend`]
+    /// saying so (it keeps compiling; `chatapp accounts` then reports the error).
+    ///
     /// # Errors
     /// [`StoreError`] when the storage cannot be read.
-    fn keys(&self) -> Result<Vec<StoreKey>, StoreError>;
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        Err(StoreError::Backend {
+            store: "custom",
+            location: format!("{self:?}"),
+            source: "this store cannot list its keys (TokenStore::keys is not implemented)".into(),
+        })
+    }
 
     /// Saves `record` under `key`, durably, under the lock.
     ///
@@ -250,5 +260,26 @@ mod tests {
         }
         assert_eq!(StoreKey::for_base_url("https://x").account(), None);
         assert_eq!(StoreKey::new("mine").account(), None);
+    }
+
+    /// A store written before `keys` existed: it compiles, and listing says why it fails.
+    #[test]
+    fn a_store_without_keys_says_so() {
+        #[derive(Debug)]
+        struct Old(MemoryStore);
+        impl TokenStore for Old {
+            fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+                self.0.load(key)
+            }
+            fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+                self.0.lock(key)
+            }
+        }
+        match Old(MemoryStore::new()).keys() {
+            Err(e @ StoreError::Backend { .. }) => {
+                assert!(e.to_string().contains("cannot list its keys"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
