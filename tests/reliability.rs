@@ -440,3 +440,38 @@ fn twelve_hour_refresh_tokens_over_ten_cli_processes() {
         "{c:?}"
     );
 }
+
+/// The `Date` header, not a fallback, puts end times on the server's clock: a local clock
+/// 12 h ahead does not refresh early, and one 12 h behind does not send a dead token.
+#[test]
+fn end_times_are_judged_on_the_servers_clock_learned_from_date() {
+    // Ahead: for 23 server hours the pair is good; the local clock reads 35 h by then.
+    let server = FakeChatApp::start().unwrap();
+    let local = ManualClock::new(server.now() + 12 * HOUR);
+    let s = session_on(&server, Arc::new(MemoryStore::new()), &local);
+    for _ in 0..23 {
+        server.advance(HOUR);
+        local.advance(HOUR);
+        s.request("GET", "/v1/licenses", None).unwrap();
+    }
+    let c = server.counters();
+    assert_eq!(
+        (c.makes, c.refreshes, c.invalid_token_replies),
+        (1, 0, 0),
+        "{c:?}"
+    );
+    // Behind: at the server's 24 h the pair is renewed before it is sent dead.
+    let server = FakeChatApp::start().unwrap();
+    let local = ManualClock::new(server.now() - 12 * HOUR);
+    let s = session_on(&server, Arc::new(MemoryStore::new()), &local);
+    s.request("GET", "/v1/licenses", None).unwrap();
+    server.advance(DAY);
+    local.advance(DAY);
+    s.request("GET", "/v1/licenses", None).unwrap();
+    let c = server.counters();
+    assert_eq!(
+        (c.makes, c.refreshes, c.invalid_token_replies),
+        (1, 1, 0),
+        "{c:?}"
+    );
+}

@@ -302,8 +302,8 @@ fn a_self_signed_certificate_is_refused_before_any_request_is_sent() {
         seen.plaintext.len(),
         String::from_utf8_lossy(&seen.plaintext)
     );
-    // No pair; the failed make is in the ledger, as `Inner::make` documents for any make
-    // whose outcome the client cannot know (here it could: nothing was sent).
+    // No pair, and no make in the ledger: the handshake failed, so nothing was sent
+    // (`Delivery::NotSent`) and the write-ahead entry was taken back.
     let record = FileStore::new(&path)
         .load(&chatapp_session::store::StoreKey::for_account(
             &cli.base_url,
@@ -312,7 +312,7 @@ fn a_self_signed_certificate_is_refused_before_any_request_is_sent() {
         ))
         .unwrap()
         .unwrap_or_default();
-    assert_eq!((record.pair, record.makes.len()), (None, 1));
+    assert_eq!((record.pair, record.makes.len()), (None, 0));
     assert_eq!(fake.counters(), Default::default());
 }
 
