@@ -84,6 +84,22 @@ fn main() {
     #[cfg(not(feature = "sqlite"))]
     println!("note: sqlite skipped: the `sqlite` feature is off");
 
+    #[cfg(feature = "encryption")]
+    {
+        use chatapp_session::store::{Encryption, EncryptionKey};
+        let sealed = || Encryption::new(EncryptionKey::from_bytes([7; 32]));
+        let file = chatapp_session::store::FileStore::new(dir.path().join("sealed.json"))
+            .with_encryption(sealed());
+        load_and_save("file (fsync), encrypted", &file, 10);
+        #[cfg(feature = "sqlite")]
+        {
+            let sqlite = chatapp_session::store::SqliteStore::open(dir.path().join("sealed.db"))
+                .expect("open the SQLite store")
+                .with_encryption(sealed());
+            load_and_save("sqlite, encrypted", &sqlite, 10);
+        }
+    }
+
     #[cfg(feature = "keyring")]
     keyrings();
     #[cfg(not(feature = "keyring"))]

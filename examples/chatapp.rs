@@ -8,6 +8,9 @@
 //! `CHATAPP_BASE_URL` overrides the default base URL, `--base-url` overrides both.
 //! Without `CHATAPP_EMAIL` and `CHATAPP_APP_ID`, status/token/call/logout use the one account
 //! stored for the base URL (several: exit 2 naming them; choose with `--account`).
+//! `CHATAPP_STORE_KEY` (base64 of 32 bytes | `keyring:SERVICE` | `file:PATH`) encrypts the
+//! `file:`, `sqlite:` and `postgres:` stores (feature `encryption`); a PostgreSQL password is
+//! best given by `PGPASSWORD` or a `0600` password file, not in the `--store` conninfo.
 //! Exit codes: 0 ok, 2 usage, 3 rejected by the server, 4 make quota exhausted,
 //! 5 network or server failure, 6 storage failure.
 
@@ -36,7 +39,13 @@ commands:
 Without CHATAPP_EMAIL and CHATAPP_APP_ID, status/token/call/logout use the one account
 stored for the base URL; with several, choose one with --account EMAIL:APPID.
 SPEC: memory | file:PATH | sqlite:PATH | keyring:SERVICE | postgres:CONNINFO
-      (default: file in the user's config dir)";
+      (default: file in the user's config dir)
+CHATAPP_STORE_KEY (base64 of 32 bytes | keyring:SERVICE | file:PATH) encrypts file:, sqlite: and
+      postgres: stores (feature `encryption`); status then also has \"encrypted\": true.
+      CHATAPP_STORE_KEY_PREVIOUS (same forms) is still read: set both to rotate the key.
+postgres: the password and any connection setting the CONNINFO leaves out come from PGPASSWORD,
+      PGPASSFILE or ~/.pgpass (0600) and PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE,
+      PGSSLROOTCERT, PGAPPNAME, PGCONNECT_TIMEOUT, PGOPTIONS: keep the password off the command line";
 
 /// A failure with its exit code and one line for stderr.
 struct Failure {
@@ -206,11 +215,47 @@ fn default_store_path() -> Result<PathBuf, Failure> {
     Ok(base.join("chatapp-session").join("session.json"))
 }
 
-fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
+/// The store encryption `CHATAPP_STORE_KEY` (and `CHATAPP_STORE_KEY_PREVIOUS`) ask for.
+#[cfg(feature = "encryption")]
+fn store_encryption() -> Result<Option<chatapp_session::store::Encryption>, Failure> {
+    use chatapp_session::store::{Encryption, EncryptionKey};
+    let Some(spec) = env_nonempty("CHATAPP_STORE_KEY") else {
+        return Ok(None);
+    };
+    let key = EncryptionKey::from_spec(&spec).map_err(Error::from)?;
+    let mut encryption = Encryption::new(key);
+    if let Some(previous) = env_nonempty("CHATAPP_STORE_KEY_PREVIOUS") {
+        encryption =
+            encryption.with_previous(EncryptionKey::from_spec(&previous).map_err(Error::from)?);
+    }
+    Ok(Some(encryption))
+}
+
+/// The store, and whether it encrypts its records.
+fn open_store(spec: Option<&str>) -> Result<(Box<dyn TokenStore>, bool), Failure> {
+    #[cfg(feature = "encryption")]
+    let encryption = store_encryption()?;
+    #[cfg(not(feature = "encryption"))]
+    if env_nonempty("CHATAPP_STORE_KEY").is_some() {
+        return Err(Failure::usage(
+            "CHATAPP_STORE_KEY: this build lacks the `encryption` cargo feature",
+        ));
+    }
+    // The file, SQLite and PostgreSQL stores, encrypted when a key was given.
+    macro_rules! maybe_encrypted {
+        ($store:expr) => {{
+            let store = $store;
+            #[cfg(feature = "encryption")]
+            let store = match encryption {
+                Some(encryption) => store.with_encryption(encryption),
+                None => store,
+            };
+            let encrypted = store.is_encrypted();
+            Ok((Box::new(store) as Box<dyn TokenStore>, encrypted))
+        }};
+    }
     let Some(spec) = spec else {
-        return Ok(Box::new(chatapp_session::store::FileStore::new(
-            default_store_path()?,
-        )));
+        return maybe_encrypted!(chatapp_session::store::FileStore::new(default_store_path()?));
     };
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
     let need_arg = |what: &str| {
@@ -221,27 +266,30 @@ fn open_store(spec: Option<&str>) -> Result<Box<dyn TokenStore>, Failure> {
         }
     };
     match kind {
-        "memory" => Ok(Box::new(chatapp_session::store::MemoryStore::new())),
+        "memory" => Ok((Box::new(chatapp_session::store::MemoryStore::new()), false)),
         "file" => {
             need_arg("a PATH")?;
-            Ok(Box::new(chatapp_session::store::FileStore::new(arg)))
+            maybe_encrypted!(chatapp_session::store::FileStore::new(arg))
         }
         #[cfg(feature = "sqlite")]
         "sqlite" => {
             need_arg("a PATH")?;
-            let store = chatapp_session::store::SqliteStore::open(arg).map_err(Error::from)?;
-            Ok(Box::new(store))
+            maybe_encrypted!(chatapp_session::store::SqliteStore::open(arg).map_err(Error::from)?)
         }
         #[cfg(feature = "keyring")]
         "keyring" => {
             need_arg("a SERVICE")?;
-            Ok(Box::new(chatapp_session::store::KeyringStore::new(arg)))
+            Ok((
+                Box::new(chatapp_session::store::KeyringStore::new(arg)),
+                false,
+            ))
         }
         #[cfg(feature = "postgres")]
         "postgres" => {
             need_arg("a CONNINFO")?;
-            let store = chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?;
-            Ok(Box::new(store))
+            maybe_encrypted!(
+                chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?
+            )
         }
         // Reached only for the stores whose feature is off in this build.
         #[allow(unreachable_patterns)]
@@ -269,7 +317,8 @@ fn run(args: &[String]) -> Result<(), Failure> {
     let app_id = env_nonempty("CHATAPP_APP_ID");
     let password = env_nonempty("CHATAPP_PASSWORD");
 
-    let store: Arc<dyn TokenStore> = Arc::from(open_store(options.store.as_deref())?);
+    let (store, encrypted) = open_store(options.store.as_deref())?;
+    let store: Arc<dyn TokenStore> = Arc::from(store);
     if let Command::Accounts = options.command {
         return print_accounts(store.as_ref(), &base_url);
     }
@@ -283,20 +332,24 @@ fn run(args: &[String]) -> Result<(), Failure> {
             ));
         }
     }
-    // The key names the account even when the password is not at hand (status, logout).
-    let key = match options.account.as_ref().or(from_env.as_ref()) {
-        Some((e, a)) => StoreKey::for_account(&base_url, e, a),
-        None if matches!(options.command, Command::Login) => StoreKey::for_base_url(&base_url),
-        None => the_stored_account(store.as_ref(), &base_url)?
-            .unwrap_or_else(|| StoreKey::for_base_url(&base_url)),
-    };
     let mut builder = Session::builder()
         .base_url(base_url.as_str())
-        .store(Arc::clone(&store))
-        .store_key(key.as_str());
+        .store(Arc::clone(&store));
     let same_account = options.account.is_none() || options.account == from_env;
     if let (Some(e), Some(p), Some(a), true) = (&email, password, &app_id, same_account) {
+        // The session derives the account's key, and finds a record an earlier version saved
+        // under its old key.
         builder = builder.credentials(Credentials::new(e.as_str(), p, a.as_str()));
+    } else {
+        // The key names the account even when the password is not at hand (status, logout);
+        // without one in the environment, the one account stored for the base URL.
+        let key = match options.account.as_ref().or(from_env.as_ref()) {
+            Some((e, a)) => StoreKey::for_account(&base_url, e, a),
+            None if matches!(options.command, Command::Login) => StoreKey::for_base_url(&base_url),
+            None => the_stored_account(store.as_ref(), &base_url)?
+                .unwrap_or_else(|| StoreKey::for_base_url(&base_url)),
+        };
+        builder = builder.store_key(key.as_str());
     }
     if let Some(timeout) = options.timeout {
         builder = builder.timeout(timeout);
@@ -330,6 +383,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
                     "makes_last_24h": s.makes_last_24h,
                     "unsaved": s.unsaved,
                     "next_make_at": s.next_make_at,
+                    "encrypted": encrypted,
                 })
             );
         }
@@ -366,7 +420,7 @@ fn accounts_of(
     Ok(keys
         .into_iter()
         .filter_map(|key| {
-            let (base, email, app_id) = key.account()?;
+            let (base, email, app_id) = key.account_parts()?;
             (base == base_url).then_some((key, email, app_id))
         })
         .collect())

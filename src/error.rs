@@ -149,6 +149,25 @@ pub enum StoreError {
         /// The newest version this build understands.
         supported: u64,
     },
+    /// A stored record is encrypted and could not be opened (no key, another key, altered or
+    /// cut bytes). It was left untouched, and saves under its key are refused.
+    #[error("{store} store {location}: {problem}; it was left untouched")]
+    Encrypted {
+        /// Which backend.
+        store: &'static str,
+        /// The file, database or service concerned.
+        location: String,
+        /// What is wrong.
+        problem: EncryptionProblem,
+    },
+    /// A store encryption key could not be had from where it was asked for.
+    #[error("store encryption key from {origin}: {detail}")]
+    Key {
+        /// Where the key was looked for (a file, a variable, a keyring service), never the key.
+        origin: String,
+        /// What is wrong (never the key).
+        detail: String,
+    },
     /// The store's lock was not granted in time: another process held it longer than the
     /// store's wait limit (the SQLite store's busy timeout, for instance). Nothing was read
     /// or changed; trying again later may succeed.
@@ -180,6 +199,38 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+}
+
+/// Why an encrypted record could not be opened ([`StoreError::Encrypted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncryptionProblem {
+    /// The record is encrypted and the store was given no key (the command-line example:
+    /// set `CHATAPP_STORE_KEY`).
+    KeyRequired,
+    /// The record was sealed with a key the store was not given (neither the current one
+    /// nor the previous one).
+    WrongKey,
+    /// The sealed bytes were altered or cut, or the record was moved from another store key:
+    /// authentication failed.
+    Tampered,
+    /// The envelope is not one this build writes (a missing or mistyped field).
+    Malformed,
+}
+
+impl fmt::Display for EncryptionProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EncryptionProblem::KeyRequired => {
+                "the record is encrypted and no encryption key was given"
+            }
+            EncryptionProblem::WrongKey => "the record is encrypted with another key",
+            EncryptionProblem::Tampered => {
+                "the encrypted record was altered, cut or moved from another key"
+            }
+            EncryptionProblem::Malformed => "the encrypted record's envelope is malformed",
+        })
+    }
 }
 
 /// Everything that can go wrong in a session.

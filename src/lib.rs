@@ -77,7 +77,7 @@ mod transport;
 
 pub use call::{Body, Call, Form, FormPart, Reply};
 pub use clock::Clock;
-pub use error::{ApiError, Delivery, Endpoint, Error, Result, StoreError};
+pub use error::{ApiError, Delivery, EncryptionProblem, Endpoint, Error, Result, StoreError};
 pub use events::Event;
 pub use session::{Attempt, Session, SessionBuilder, Status};
 pub use token::{AccessToken, Credentials, Password, RefreshToken, TokenPair};

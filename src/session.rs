@@ -49,6 +49,8 @@ struct Inner {
     transport: Box<dyn Transport>,
     store: Box<dyn TokenStore>,
     key: StoreKey,
+    /// The key earlier versions gave this account, looked up when `key` holds nothing.
+    legacy_key: Option<StoreKey>,
     credentials: Option<Credentials>,
     policy: Policy,
     clock: SessionClock,
@@ -351,7 +353,13 @@ impl Session {
     /// # Errors
     /// [`Error::Storage`] when the store fails.
     pub fn status(&self) -> Result<Status> {
-        let stored = self.inner.store.load(&self.inner.key)?.unwrap_or_default();
+        let stored = match self.inner.store.load(&self.inner.key)? {
+            Some(record) => record,
+            None => match &self.inner.legacy_key {
+                Some(legacy) => self.inner.store.load(legacy)?.unwrap_or_default(),
+                None => StoredRecord::default(),
+            },
+        };
         let unsaved = self.inner.unsaved.lock().clone();
         let is_unsaved = unsaved.is_some();
         let record = match unsaved {
@@ -532,11 +540,21 @@ impl Inner {
         *unsaved = record;
     }
 
+    /// The record under the held lock; when the key holds none, the record an earlier version
+    /// saved under this account's legacy key, which then moves to the new key at the next save
+    /// (issue 11: canonical store keys).
+    fn load_locked(&self, guard: &mut dyn StoreLock) -> Result<Option<StoredRecord>> {
+        Ok(match &self.legacy_key {
+            Some(legacy) => crate::store::load_with_legacy(&*self.store, guard, &self.key, legacy)?,
+            None => guard.load()?,
+        })
+    }
+
     /// The record under the lock, with anything this session could not save laid over it
     /// and saved again now. If that save fails once more, the record is still returned (and
     /// kept for the next call): the pair the server gave is never dropped.
     fn reload(&self, guard: &mut dyn StoreLock) -> Result<StoredRecord> {
-        let stored = guard.load()?.unwrap_or_default();
+        let stored = self.load_locked(guard)?.unwrap_or_default();
         let Some(mine) = self.unsaved.lock().clone() else {
             return Ok(stored);
         };
@@ -1069,6 +1087,14 @@ impl SessionBuilder {
         if self.config.timeout.is_zero() {
             return Err(Error::Config("the timeout must be longer than zero".into()));
         }
+        let legacy_key = match (&self.store_key, &self.credentials) {
+            (None, Some(c)) => Some(StoreKey::legacy_for_account(
+                &self.config.base_url,
+                c.email(),
+                c.app_id(),
+            )),
+            _ => None,
+        };
         let key = match (self.store_key, &self.credentials) {
             (Some(key), _) => key,
             (None, Some(c)) => StoreKey::for_account(&self.config.base_url, c.email(), c.app_id()),
@@ -1089,6 +1115,7 @@ impl SessionBuilder {
                 transport,
                 store: self.store.unwrap_or_else(|| Box::new(MemoryStore::new())),
                 key,
+                legacy_key,
                 credentials: self.credentials,
                 policy: self.policy,
                 clock: SessionClock::new(self.clock),

@@ -57,12 +57,15 @@ fn missing_file_is_an_empty_store_and_loading_creates_nothing() {
 }
 
 #[test]
-fn debug_shows_the_path_only_and_clones_share_it() {
+fn debug_shows_the_path_and_encryption_only_and_clones_share_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = store_in(&dir);
     store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
     let debug = format!("{:?}", store.clone());
-    assert_eq!(debug, format!("FileStore {{ path: {path:?} }}"));
+    assert_eq!(
+        debug,
+        format!("FileStore {{ path: {path:?}, encrypted: false }}")
+    );
     assert_eq!(store.clone().path(), path);
 }
 

@@ -109,3 +109,36 @@ conformance_tests!(
         }
     }
 );
+
+conformance_tests!(
+    #[cfg(all(feature = "file", feature = "encryption"))]
+    file_encrypted,
+    durable = true,
+    {
+        use chatapp_session::store::{Encryption, EncryptionKey};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        move || {
+            let _keep = &dir;
+            chatapp_session::store::FileStore::new(&path)
+                .with_encryption(Encryption::new(EncryptionKey::from_bytes([1; 32])))
+        }
+    }
+);
+
+conformance_tests!(
+    #[cfg(all(feature = "sqlite", feature = "encryption"))]
+    sqlite_encrypted,
+    durable = true,
+    {
+        use chatapp_session::store::{Encryption, EncryptionKey};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.db");
+        move || {
+            let _keep = &dir;
+            chatapp_session::store::SqliteStore::open(&path)
+                .unwrap()
+                .with_encryption(Encryption::new(EncryptionKey::from_bytes([1; 32])))
+        }
+    }
+);

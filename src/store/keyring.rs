@@ -226,6 +226,30 @@ impl KeyringStore {
             .map_err(|e| self.failure(e, "write the index of keys", &index))
     }
 
+    /// The secret under `account`; when there is none, the one `create` makes, kept there
+    /// first. Under this store's lock for `account`, so that two processes never both create.
+    #[cfg(feature = "encryption")]
+    pub(crate) fn secret_or_create(
+        &self,
+        account: &str,
+        create: impl FnOnce() -> Result<Zeroizing<String>, StoreError>,
+    ) -> Result<Zeroizing<String>, StoreError> {
+        let key = StoreKey::new(account);
+        let _held = self.lock(&key)?;
+        let entry = self.entry(&key)?;
+        match entry.get_password() {
+            Ok(secret) => Ok(Zeroizing::new(secret)),
+            Err(KeyringError::NoEntry) => {
+                let secret = create()?;
+                entry
+                    .set_password(&secret)
+                    .map_err(|e| self.failure(e, "write the secret", &key))?;
+                Ok(secret)
+            }
+            Err(e) => Err(self.failure(e, "read the secret", &key)),
+        }
+    }
+
     /// The connected credential store, connecting first if needed.
     fn credential_store(&self) -> Result<Arc<CredentialStore>, StoreError> {
         let mut slot = self.inner.store.lock();

@@ -9,11 +9,19 @@
 //! With the `testing` feature, [`conformance`] holds the checks every store passes, ready to
 //! run against a store of your own.
 
+#[cfg_attr(
+    not(any(feature = "file", feature = "sqlite", feature = "postgres")),
+    allow(dead_code)
+)]
+mod codec;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(feature = "encryption")]
+mod encryption;
 #[cfg(feature = "file")]
 mod file;
-#[cfg(any(feature = "file", feature = "sqlite"))]
+#[cfg(any(feature = "file", feature = "sqlite", feature = "encryption"))]
+#[cfg_attr(not(any(feature = "file", feature = "sqlite")), allow(dead_code))]
 mod fs;
 #[cfg(feature = "keyring")]
 mod keyring;
@@ -28,6 +36,10 @@ mod sqlite;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
+#[cfg(any(feature = "file", feature = "sqlite", feature = "postgres"))]
+pub(crate) use codec::RecordCodec;
+#[cfg(feature = "encryption")]
+pub use encryption::{Encryption, EncryptionKey, KEYRING_KEY_ACCOUNT};
 #[cfg(feature = "file")]
 pub use file::FileStore;
 #[cfg(feature = "keyring")]
@@ -47,6 +59,12 @@ use crate::token::TokenPair;
 
 /// Names one account's record in a store: derived from the base URL, email and appId, or set
 /// explicitly on the session builder. Not a secret.
+///
+/// An account's key is `<base URL> <email> <appId>`, each part percent-encoded so that it
+/// holds no space (`%` becomes `%25`, a space `%20`, control characters `%XX`): no two
+/// different accounts share a key. The email is trimmed and lowercased, as the server counts
+/// it; the base URL loses its trailing `/`. Keys written by earlier versions (the parts joined
+/// by spaces as given) are [`legacy_for_account`](Self::legacy_for_account).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StoreKey(String);
 
@@ -56,8 +74,22 @@ impl StoreKey {
         StoreKey(name.into())
     }
 
-    /// The key of an account: `base_url` (without a trailing `/`), email and appId.
+    /// The key of an account: `base_url` (without a trailing `/`), email (trimmed, lowercase)
+    /// and appId, each percent-encoded (see [`StoreKey`]).
     pub fn for_account(base_url: &str, email: &str, app_id: &str) -> Self {
+        StoreKey(format!(
+            "{} {} {}",
+            encode_part(base_url.trim_end_matches('/')),
+            encode_part(&canonical_email(email)),
+            encode_part(app_id)
+        ))
+    }
+
+    /// The key earlier versions gave the account: the parts joined by spaces as given (the
+    /// base URL without its trailing `/`). Two accounts could share it, and `User@x` and
+    /// `user@x` did not. Only for finding records saved by those versions: see
+    /// [`load_with_legacy`].
+    pub fn legacy_for_account(base_url: &str, email: &str, app_id: &str) -> Self {
         StoreKey(format!(
             "{} {} {}",
             base_url.trim_end_matches('/'),
@@ -66,15 +98,17 @@ impl StoreKey {
         ))
     }
 
-    /// The base URL, email and appId of a key made by [`for_account`](Self::for_account);
-    /// `None` for a key made otherwise (an explicit name, or a base URL alone). The one
-    /// inverse of `for_account`: whoever changes that encoding changes this too (a test
-    /// round-trips them).
-    pub fn account(&self) -> Option<(String, String, String)> {
-        let (base_url, rest) = self.0.split_once(' ')?;
-        let (email, app_id) = rest.rsplit_once(' ')?;
-        let ok = !base_url.is_empty() && !email.is_empty() && !app_id.is_empty();
-        ok.then(|| (base_url.to_owned(), email.to_owned(), app_id.to_owned()))
+    /// The (base URL, email, appId) of a key made by [`for_account`](Self::for_account);
+    /// `None` for any other key (a legacy key whose parts hold a `%` may be misread, and
+    /// one whose parts hold spaces gives `None`).
+    pub fn account_parts(&self) -> Option<(String, String, String)> {
+        let mut parts = self.0.split(' ');
+        let (Some(base), Some(email), Some(app), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        Some((decode_part(base)?, decode_part(email)?, decode_part(app)?))
     }
 
     /// The key used when only the base URL is known (no credentials given).
@@ -86,6 +120,74 @@ impl StoreKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The email as the server counts it: trimmed, lowercase.
+pub fn canonical_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// `part` with `%`, spaces and control characters percent-encoded (UTF-8 bytes).
+fn encode_part(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for c in part.chars() {
+        if c == '%' || c.is_whitespace() || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_part`]; `None` for a bad escape.
+fn decode_part(part: &str) -> Option<String> {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = part.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The record under the lock's key, or, when there is none, the record under `legacy` (an
+/// account's key as earlier versions made it, [`StoreKey::legacy_for_account`]), which the
+/// caller then saves under the lock's key: the record and its make ledger move to the new key
+/// on the first save. The legacy record is only read, never changed; once the new key holds a
+/// record it is no longer looked at. Nothing is looked up when `legacy` is the lock's key.
+///
+/// Call it under the lock, in place of [`StoreLock::load`].
+///
+/// # Errors
+/// The errors of [`StoreLock::load`] and [`TokenStore::load`].
+pub fn load_with_legacy(
+    store: &dyn TokenStore,
+    guard: &mut dyn StoreLock,
+    key: &StoreKey,
+    legacy: &StoreKey,
+) -> Result<Option<StoredRecord>, StoreError> {
+    if let Some(record) = guard.load()? {
+        return Ok(Some(record));
+    }
+    if legacy == key {
+        return Ok(None);
+    }
+    let found = store.load(legacy)?;
+    if found.is_some() {
+        log::info!("store key {legacy} is an earlier version's key of {key}: its record moves there at the next save");
+    }
+    Ok(found)
 }
 
 impl fmt::Display for StoreKey {
@@ -253,13 +355,13 @@ mod tests {
         ] {
             let key = StoreKey::for_account(&format!("{base}/"), email, app);
             assert_eq!(
-                key.account(),
+                key.account_parts(),
                 Some((base.to_owned(), email.to_owned(), app.to_owned())),
                 "{key}"
             );
         }
-        assert_eq!(StoreKey::for_base_url("https://x").account(), None);
-        assert_eq!(StoreKey::new("mine").account(), None);
+        assert_eq!(StoreKey::for_base_url("https://x").account_parts(), None);
+        assert_eq!(StoreKey::new("mine").account_parts(), None);
     }
 
     /// A store written before `keys` existed: it compiles, and listing says why it fails.

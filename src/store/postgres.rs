@@ -2,6 +2,7 @@
 //! share one session; a row lock (`SELECT ... FOR UPDATE`) is the single flight across them.
 
 mod conninfo;
+mod libpq;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use zeroize::Zeroizing;
 
 use self::conninfo::Tls;
 use super::schema;
-use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "postgres";
@@ -61,7 +62,9 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 /// Keeps records in a PostgreSQL database, so that a fleet of machines shares one ChatApp
 /// session: table `chatapp_session_tokens(store_key TEXT PRIMARY KEY, record TEXT NOT NULL,
 /// updated_at TIMESTAMPTZ NOT NULL DEFAULT now())`, one row per [`StoreKey`] holding the pair
-/// and the make ledger in the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the same in every store); table
+/// and the make ledger in the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the
+/// same in every store; or sealed in an encrypted envelope, `with_encryption`, feature
+/// `encryption`); table
 /// `chatapp_session_schema(version INT NOT NULL)` holds the schema version. Both are created
 /// on first use, in the connection's `search_path`.
 ///
@@ -88,7 +91,13 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 /// - TLS: with `sslmode=require`, `verify-ca` or `verify-full` the connection uses TLS
 ///   (rustls) and verifies the server's certificate chain *and* name in all three modes,
 ///   against the CAs of the PEM file `sslrootcert=PATH`, or the Mozilla roots when it is
-///   missing (or `system`). `disable`, `allow`, `prefer` or no `sslmode` connect without TLS.
+///   missing (or `system`). `prefer`, and no `sslmode`, try TLS first, as libpq does, and
+///   connect in clear only when the server offers no TLS; like libpq they do not verify the
+///   certificate (use `verify-full` against an active attacker). `disable` and `allow`
+///   connect without TLS. What the connection string leaves out comes from `PGHOST`,
+///   `PGPORT`, `PGUSER`, `PGDATABASE`, `PGOPTIONS`, `PGAPPNAME`, `PGCONNECT_TIMEOUT`,
+///   `PGSSLMODE`, `PGSSLROOTCERT`, and the password from `PGPASSWORD`, else the password file
+///   (`PGPASSFILE`, else `~/.pgpass`), which is refused when group or others can access it.
 ///   Client certificates are not supported.
 /// - `Debug` and every error show the connection string with its password replaced by
 ///   `[redacted]`, and never quote a row.
@@ -105,6 +114,7 @@ pub struct PostgresStore {
     main: Mutex<Option<Client>>,
     /// Serves loads while a lock holds `main`; opened on first need.
     reader: Mutex<Option<Client>>,
+    codec: RecordCodec,
 }
 
 impl PostgresStore {
@@ -137,8 +147,16 @@ impl PostgresStore {
             .config_text
             .parse()
             .map_err(|e| failure(&location, "read the connection string", &e))?;
+        libpq::apply_environment(&mut config, &|name| std::env::var(name).ok()).map_err(
+            |detail| StoreError::Backend {
+                store: STORE,
+                location: location.clone(),
+                source: detail.into(),
+            },
+        )?;
         config.ssl_mode(match info.tls {
             Tls::Off => SslMode::Disable,
+            Tls::Prefer => SslMode::Prefer,
             Tls::Verify { .. } => SslMode::Require,
         });
         if config.get_connect_timeout().is_none() {
@@ -156,6 +174,7 @@ impl PostgresStore {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             main: Mutex::new(None),
             reader: Mutex::new(None),
+            codec: RecordCodec::default(),
         };
         let mut client = store.open_client()?;
         migrate(&mut client, &store.location)?;
@@ -174,6 +193,19 @@ impl PostgresStore {
     /// The lock timeout in force.
     pub fn lock_timeout(&self) -> Duration {
         self.lock_timeout
+    }
+
+    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
+    /// are still read, and are sealed at their next save.
+    #[cfg(feature = "encryption")]
+    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
+        self.codec = RecordCodec::encrypted(encryption);
+        self
+    }
+
+    /// Whether this store encrypts the records it saves.
+    pub fn is_encrypted(&self) -> bool {
+        self.codec.is_encrypting()
     }
 
     /// The connection string, every password replaced by `[redacted]`.
@@ -267,9 +299,10 @@ impl PostgresStore {
         raw: Option<Zeroizing<String>>,
     ) -> Result<Option<StoredRecord>, StoreError> {
         match raw {
-            Some(text) if !text.is_empty() => {
-                decode_record(text.as_bytes(), STORE, &self.record_location(key)).map(Some)
-            }
+            Some(text) if !text.is_empty() => self
+                .codec
+                .decode(text.as_bytes(), key, STORE, &self.record_location(key))
+                .map(Some),
             _ => Ok(None),
         }
     }
@@ -314,6 +347,7 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("conninfo", &self.conninfo)
             .field("lock_timeout", &self.lock_timeout)
+            .field("encrypted", &self.codec.is_encrypting())
             .finish_non_exhaustive()
     }
 }
@@ -403,7 +437,9 @@ impl PostgresLock<'_> {
         // Never replace a record that this build cannot read.
         let current = store.select(client, &key, SELECT)?;
         store.decode(&key, current)?;
-        let encoded = encode_record(record);
+        let encoded = store
+            .codec
+            .encode(&key, record, STORE, &store.record_location(&key))?;
         client
             .execute_typed(
                 UPSERT,
@@ -484,13 +520,19 @@ fn tls_connector(tls: &Tls, location: &str) -> Result<Option<MakeRustlsConnect>,
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 
-    let Tls::Verify { root_cert } = tls else {
-        return Ok(None);
-    };
     let tls_error = |detail: String| StoreError::Backend {
         store: STORE,
         location: location.to_owned(),
         source: detail.into(),
+    };
+    let root_cert = match tls {
+        Tls::Off => return Ok(None),
+        Tls::Prefer => {
+            let config =
+                libpq::unverified_tls_config().map_err(|e| tls_error(format!("TLS setup: {e}")))?;
+            return Ok(Some(MakeRustlsConnect::new(config)));
+        }
+        Tls::Verify { root_cert } => root_cert,
     };
     let roots = match root_cert {
         None => rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

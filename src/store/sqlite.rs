@@ -14,7 +14,7 @@ use super::fs::{
     check_private, create_parent_dirs, io_error, make_private_if_exists, open_or_create_private,
 };
 use super::schema;
-use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "sqlite";
@@ -36,7 +36,9 @@ const UPSERT: &str = "INSERT INTO chatapp_tokens (store_key, record, updated_at)
 
 /// Keeps records in a SQLite database: table `chatapp_tokens(store_key TEXT PRIMARY KEY,
 /// record TEXT NOT NULL, updated_at INTEGER NOT NULL)`, one row per [`StoreKey`], the record in
-/// the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the same in every store); `PRAGMA user_version` is the schema version. Several
+/// the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the same in every store; or
+/// sealed in an encrypted envelope, `with_encryption`, feature `encryption`);
+/// `PRAGMA user_version` is the schema version. Several
 /// accounts, and several processes, can share one database.
 ///
 /// - [`open`](Self::open) creates the database file readable by its owner only (`0600`), its
@@ -63,6 +65,7 @@ pub struct SqliteStore {
     reader: Mutex<Connection>,
     /// Held by a [`SqliteLock`] for its whole life, inside `BEGIN IMMEDIATE`.
     writer: Mutex<Connection>,
+    codec: RecordCodec,
 }
 
 impl SqliteStore {
@@ -99,7 +102,21 @@ impl SqliteStore {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             reader: Mutex::new(reader),
             writer: Mutex::new(writer),
+            codec: RecordCodec::default(),
         })
+    }
+
+    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
+    /// are still read, and are sealed at their next save.
+    #[cfg(feature = "encryption")]
+    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
+        self.codec = RecordCodec::encrypted(encryption);
+        self
+    }
+
+    /// Whether this store encrypts the records it saves.
+    pub fn is_encrypted(&self) -> bool {
+        self.codec.is_encrypting()
     }
 
     /// Sets how long [`lock`](TokenStore::lock) (and any other statement that finds the
@@ -155,7 +172,9 @@ impl SqliteStore {
                 })
             }
         };
-        decode_record(bytes, STORE, &self.record_location(key)).map(Some)
+        self.codec
+            .decode(bytes, key, STORE, &self.record_location(key))
+            .map(Some)
     }
 
     /// Starts the write transaction that is the store's lock.
@@ -179,6 +198,7 @@ impl fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .field("busy_timeout", &self.busy_timeout)
+            .field("encrypted", &self.codec.is_encrypting())
             .finish_non_exhaustive()
     }
 }
@@ -232,7 +252,12 @@ impl SqliteLock<'_> {
         let sql = |e| sql_error(e, &self.store.location);
         // Never replace a record that this build cannot read.
         self.store.select(&self.conn, &self.key)?;
-        let encoded = encode_record(record);
+        let encoded = self.store.codec.encode(
+            &self.key,
+            record,
+            STORE,
+            &self.store.record_location(&self.key),
+        )?;
         self.conn
             .prepare_cached(UPSERT)
             .and_then(|mut stmt| stmt.execute([self.key.as_str(), encoded.as_str()]))

@@ -4,8 +4,9 @@
 use std::io::Read;
 use std::net::IpAddr;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use ureq::http;
+use zeroize::Zeroizing;
 
 use parking_lot::Mutex;
 use ureq::unversioned::multipart;
@@ -122,8 +123,8 @@ impl UreqTransport {
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-    ) -> Result<(u16, Vec<u8>)> {
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Zeroizing<Vec<u8>>)> {
         let url = self.url(path)?;
         let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|_| Error::Config(format!("{method:?} is not an HTTP method")))?;
@@ -148,7 +149,7 @@ impl UreqTransport {
                 .body(bytes)
                 .map(|r| self.agent.run(r)),
             // An empty body with a length (`Content-Length: 0`), not a chunked one.
-            None if takes_body => request.body(Vec::new()).map(|r| self.agent.run(r)),
+            None if takes_body => request.body(&[][..]).map(|r| self.agent.run(r)),
             None => request.body(()).map(|r| self.agent.run(r)),
         };
         let outcome =
@@ -167,7 +168,7 @@ impl UreqTransport {
         endpoint: Endpoint,
         status: u16,
         response: &mut http::Response<ureq::Body>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let cap = self.config.max_reply_bytes;
         let declared = response
             .headers()
@@ -177,7 +178,12 @@ impl UreqTransport {
         if declared.is_some_and(|n| n > cap) {
             return Err(self.too_large(endpoint, status));
         }
-        let mut bytes = Vec::new();
+        // A zeroizing buffer: make and refresh replies hold a token pair. Room for the
+        // declared length up front, so that no copy is left behind in an outgrown buffer.
+        let room = declared
+            .map_or(8 * 1024, |n| n.saturating_add(1))
+            .min(cap.saturating_add(1));
+        let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(room).unwrap_or(0)));
         let read = response
             .body_mut()
             .as_reader()
@@ -305,22 +311,26 @@ impl Transport for UreqTransport {
     }
 
     fn make(&self, credentials: &Credentials) -> Result<TokenPair> {
-        let body = zeroize::Zeroizing::new(
-            json!({
-                "email": credentials.email(),
-                "password": credentials.password().expose_secret(),
-                "appId": credentials.app_id(),
-            })
-            .to_string()
-            .into_bytes(),
-        );
-        let (status, reply) = self.exchange(
-            Endpoint::Make,
-            "POST",
-            "/v1/tokens",
-            &[],
-            Some(body.to_vec()),
-        )?;
+        // Serialized straight into a zeroizing buffer (no `Value` copy of the password),
+        // sized up front so that it never reallocates, and lent to ureq.
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct MakeBody<'a> {
+            email: &'a str,
+            password: &'a str,
+            app_id: &'a str,
+        }
+        let fields = MakeBody {
+            email: credentials.email(),
+            password: credentials.password().expose_secret(),
+            app_id: credentials.app_id(),
+        };
+        let room = 64 + 6 * (fields.email.len() + fields.password.len() + fields.app_id.len());
+        let mut body = Zeroizing::new(Vec::with_capacity(room));
+        serde_json::to_writer(&mut *body, &fields)
+            .map_err(|e| Error::Config(format!("the tokens.make body: {e}")))?;
+        let (status, reply) =
+            self.exchange(Endpoint::Make, "POST", "/v1/tokens", &[], Some(&body))?;
         let data = parse_envelope(Endpoint::Make, status, &reply)?;
         parse_token_pair(Endpoint::Make, status, data)
     }
@@ -364,7 +374,7 @@ impl Transport for UreqTransport {
             method,
             path,
             &[("Authorization", access.expose_secret())],
-            body.map(|v| v.to_string().into_bytes()),
+            body.map(|v| v.to_string().into_bytes()).as_deref(),
         )?;
         parse_envelope(Endpoint::Request, status, &reply)
     }
@@ -443,10 +453,11 @@ impl Transport for UreqTransport {
                 )
             })
             .collect();
-        let body = self.read_capped(endpoint, status, &mut response)?;
+        let mut body = self.read_capped(endpoint, status, &mut response)?;
         match refusal_in(status, &body) {
             Some(refused) => Err(refused),
-            None => Ok(Reply::new(status, headers, body)),
+            // The application's data, not a token reply: handed over as it is.
+            None => Ok(Reply::new(status, headers, std::mem::take(&mut *body))),
         }
     }
 }

@@ -7,8 +7,9 @@
 //! - a URL, `postgres[ql]://[user[:password]@][host][:port][,...][/dbname][?key=value&...]`.
 //!
 //! The keys handled here and removed before `postgres::Config` parses the rest: `sslmode`
-//! (`disable`, `allow`, `prefer`: no TLS; `require`, `verify-ca`, `verify-full`: TLS with the
-//! server certificate verified) and `sslrootcert` (a PEM file of trusted CAs for TLS;
+//! (`disable`, `allow`: no TLS; `prefer` or none: TLS if the server offers it, unverified, as
+//! libpq; `require`, `verify-ca`, `verify-full`: TLS with the server certificate verified;
+//! `PGSSLMODE` when the string has none) and `sslrootcert` (a PEM file of trusted CAs for TLS;
 //! `system`, or no `sslrootcert`, means the Mozilla roots of `webpki-roots`).
 //!
 //! No error message quotes a value: a conninfo may hold a password.
@@ -21,8 +22,11 @@ use zeroize::Zeroizing;
 /// How to secure the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Tls {
-    /// A plain connection (no `sslmode`, or `disable`, `allow`, `prefer`).
+    /// A plain connection (`disable`, `allow`).
     Off,
+    /// TLS when the server offers it, else a plain connection, as libpq's `prefer` (and no
+    /// `sslmode`): the certificate is not verified, so it guards against eavesdropping only.
+    Prefer,
     /// TLS, the server's certificate chain and name verified (`require`, `verify-ca`,
     /// `verify-full`).
     Verify {
@@ -166,9 +170,18 @@ fn redact_query(text: &str) -> String {
 }
 
 /// The TLS choice of an `sslmode` and `sslrootcert`.
+/// `PGSSLMODE` and `PGSSLROOTCERT` stand in for what the connection string leaves out.
 fn tls_mode(sslmode: Option<&str>, root_cert: Option<String>) -> Result<Tls, String> {
+    let env_mode = std::env::var("PGSSLMODE").ok().filter(|v| !v.is_empty());
+    let sslmode = sslmode.or(env_mode.as_deref());
+    let root_cert = root_cert.or_else(|| {
+        std::env::var("PGSSLROOTCERT")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
     match sslmode {
-        None | Some("disable" | "allow" | "prefer") => Ok(Tls::Off),
+        Some("disable" | "allow") => Ok(Tls::Off),
+        None | Some("prefer") => Ok(Tls::Prefer),
         Some("require" | "verify-ca" | "verify-full") => Ok(Tls::Verify {
             root_cert: root_cert.filter(|p| p != "system").map(PathBuf::from),
         }),
@@ -316,10 +329,10 @@ mod tests {
     #[test]
     fn tls_modes() {
         for (mode, tls) in [
-            ("", Tls::Off),
+            ("", Tls::Prefer),
             (" sslmode=disable", Tls::Off),
             (" sslmode=allow", Tls::Off),
-            (" sslmode=prefer", Tls::Off),
+            (" sslmode=prefer", Tls::Prefer),
             (" sslmode=require", Tls::Verify { root_cert: None }),
             (" sslmode=verify-ca", Tls::Verify { root_cert: None }),
             (
@@ -349,7 +362,7 @@ mod tests {
 
         let c = ok("postgres://app@db/tokens");
         assert_eq!(c.redacted, "postgres://app@db/tokens");
-        assert_eq!(c.tls, Tls::Off);
+        assert_eq!(c.tls, Tls::Prefer);
         let c = ok("postgres://db:5432/tokens?sslrootcert=%2Fetc%2Fca.pem&sslmode=require");
         assert_eq!(c.config_text.as_str(), "postgres://db:5432/tokens");
         assert_eq!(
