@@ -975,7 +975,10 @@ impl SessionBuilder {
         self
     }
 
-    /// Bound on each HTTP exchange, connect to last byte (default 30 s).
+    /// Bound on each HTTP exchange, from the name lookup to the reply's last byte (default
+    /// 30 s): a server that stalls or trickles its reply is cut off within it. Half of it is
+    /// the longest wait for the reply to begin;
+    /// [`TransportConfig::timeout`](crate::transport::TransportConfig::timeout) gives the split.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
         self

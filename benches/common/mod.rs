@@ -194,3 +194,27 @@ fn run_threads<T>(
 fn elapsed_ns(elapsed: Duration, iters: u64) -> f64 {
     elapsed.as_nanos() as f64 / iters as f64
 }
+
+/// [`interleave`] for any number of sides: each round runs one batch of every side, in an
+/// order shuffled afresh each round (a fixed xorshift sequence, so runs are alike), so that no
+/// side always follows the same other side (one side's after-effects, such as a thread it
+/// left finishing, would otherwise always land on the same neighbour). Returns the median
+/// ns/op of each side, in the order given.
+pub fn interleave_all(rounds: usize, sides: &mut [&mut dyn FnMut() -> f64]) -> Vec<f64> {
+    let n = sides.len();
+    let mut results: Vec<Vec<f64>> = (0..n).map(|_| Vec::with_capacity(rounds)).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..rounds {
+        for i in (1..n).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            order.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        for &side in &order {
+            results[side].push(sides[side]());
+        }
+    }
+    results.iter_mut().map(|v| median(v)).collect()
+}

@@ -700,9 +700,68 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// The most a Windows Credential Manager secret holds: `CRED_MAX_CREDENTIAL_BLOB_SIZE`, 5 x
+/// 512 bytes. The store writes the record's JSON through `set_secret`, which
+/// windows-native-keyring-store stores as the bytes given (UTF-8, one byte per character of
+/// our ASCII JSON; only `set_password` would widen it to UTF-16), and refuses a longer one
+/// with `TooLong` before calling Windows.
+#[cfg(test)]
+const WINDOWS_SECRET_LIMIT: usize = 5 * 512;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Cooldown;
+    use crate::token::{AccessToken, RefreshToken, TokenPair};
+
+    /// The largest record the session writes: a full ledger (`make_limit` entries, 100 by
+    /// default), a 429 cooldown, the server clock offset, an in-flight make mark, and a pair
+    /// of two 128-character tokens (ChatApp's are 60 to 64). Every number the server chooses
+    /// (end times, cabinet user id) and every other field takes the widest JSON an `i64` can
+    /// (`-9223372036854775808`, 20 bytes); ledger entries are this machine's clock plus the
+    /// offset learned from an HTTP `Date` (which stops at the year 9999), so at most 12
+    /// digits; they are spread so that no two are alike.
+    fn largest_record(ledger: usize) -> StoredRecord {
+        let token = |c: char| "$2y$10$".chars().chain(std::iter::repeat(c)).take(128);
+        StoredRecord {
+            pair: Some(TokenPair {
+                access: AccessToken::new(token('A').collect::<String>()),
+                access_expires_at: i64::MIN,
+                refresh: RefreshToken::new(token('R').collect::<String>()),
+                refresh_expires_at: i64::MIN,
+                cabinet_user_id: i64::MIN,
+            }),
+            makes: (0..ledger as i64)
+                .map(|i| 253_402_300_799 - i * 7)
+                .collect(),
+            issued_at: Some(i64::MIN),
+            server_offset: Some(i64::MIN),
+            make_cooldown: Some(Cooldown {
+                until: i64::MIN,
+                strikes: u32::MAX,
+            }),
+            make_in_flight_until: Some(i64::MIN),
+        }
+    }
+
+    #[test]
+    fn the_largest_record_fits_a_windows_credential_with_room_to_spare() {
+        let ledger = usize::try_from(crate::policy::DEFAULT_MAKE_LIMIT).unwrap();
+        let text = encode_record(&largest_record(ledger));
+        assert!(text.is_ascii(), "one byte per character");
+        eprintln!(
+            "the largest record: {} of {WINDOWS_SECRET_LIMIT} bytes",
+            text.len()
+        );
+        // 1 917 bytes today: a fifth of the limit (512 bytes) stays free for fields to come.
+        assert!(
+            text.len() + 512 <= WINDOWS_SECRET_LIMIT,
+            "{} bytes: too close to the {WINDOWS_SECRET_LIMIT} byte limit",
+            text.len()
+        );
+        // The README says a make limit up to 140 fits (13 bytes per ledger entry).
+        assert!(encode_record(&largest_record(140)).len() <= WINDOWS_SECRET_LIMIT);
+    }
 
     #[test]
     fn lock_file_names_are_safe_and_stable() {

@@ -9,6 +9,7 @@
 mod envelope;
 mod path;
 mod sent;
+mod timeouts;
 mod ureq;
 
 pub(crate) use self::envelope::data_as;
@@ -29,7 +30,7 @@ use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
 /// The real ChatApp API.
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.chatapp.online";
-/// The default bound on one HTTP exchange.
+/// The default bound on one HTTP exchange (see [`TransportConfig::timeout`]).
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default cap on a reply body; a larger reply is refused without being read into memory.
 pub(crate) const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
@@ -40,7 +41,11 @@ pub(crate) const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
 pub(crate) struct TransportConfig {
     /// The base URL, e.g. `https://api.chatapp.online` (no trailing `/`).
     pub(crate) base_url: String,
-    /// Bound on each HTTP exchange, connect to last byte.
+    /// Bound on each HTTP exchange, from the name lookup to the reply's last byte. It is
+    /// split among the exchange's phases (lookup 1/10, connect 1/10, request headers 1/20,
+    /// request body 1/10, waiting for the reply's headers 1/2, reply body 3/20), each cut off
+    /// when its share runs out; the shares add up to this bound. Longer than zero and at most
+    /// a year.
     pub(crate) timeout: Duration,
     /// The `Lang` header (`en`, `ru`, `pt`), when set.
     pub(crate) lang: Option<String>,

@@ -14,6 +14,7 @@ use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use super::envelope::{parse_envelope, parse_token_pair, refusal_in};
+use super::timeouts::{PhaseBudgets, SteadyTimeouts, MAX_TIMEOUT};
 use super::{sent, Transport, TransportConfig};
 use crate::call::{Body, Call, Reply};
 use crate::clock::SessionClock;
@@ -33,14 +34,17 @@ pub(crate) struct UreqTransport {
     offset: Mutex<Option<i64>>,
 }
 
+/// The address `host` (as written in a URL authority) spells, when it is an IP literal.
+fn ip_literal(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 /// Whether `host` (as written in a URL authority) is this machine.
 fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+    host.eq_ignore_ascii_case("localhost") || ip_literal(host).is_some_and(|ip| ip.is_loopback())
 }
 
 /// Splits `scheme://host[:port][/...]` into scheme and host.
@@ -62,7 +66,8 @@ impl UreqTransport {
     /// # Errors
     /// [`Error::Config`] when the base URL is not `https://` or `http://`, or is plain
     /// `http://` to a host other than loopback without
-    /// [`allow_insecure_http`](TransportConfig::allow_insecure_http).
+    /// [`allow_insecure_http`](TransportConfig::allow_insecure_http); when the timeout is zero
+    /// or longer than a year.
     #[cfg(test)]
     pub(crate) fn new(config: TransportConfig) -> Result<Self> {
         Self::with_clock(config, SessionClock::new(None))
@@ -70,6 +75,12 @@ impl UreqTransport {
 
     /// A transport for `config` whose server clock offset is measured against `clock`.
     pub(crate) fn with_clock(config: TransportConfig, clock: SessionClock) -> Result<Self> {
+        if config.timeout.is_zero() || config.timeout > MAX_TIMEOUT {
+            return Err(Error::Config(format!(
+                "the timeout must be longer than zero and at most a year, not {:?}",
+                config.timeout
+            )));
+        }
         let (scheme, host) = scheme_and_host(&config.base_url).ok_or_else(|| {
             Error::Config(format!(
                 "base URL {:?} is not an http(s) URL",
@@ -92,16 +103,21 @@ impl UreqTransport {
                 )))
             }
         }
-        let mut builder = ureq::Agent::config_builder()
+        // Phase budgets, not `timeout_global`: see the `timeouts` module. An IP literal needs
+        // no lookup, so it gets no lookup budget (and no lookup thread).
+        let budgets = PhaseBudgets::split(config.timeout, ip_literal(host).is_none());
+        let mut builder = budgets
+            .apply(ureq::Agent::config_builder())
             .http_status_as_error(false)
-            .timeout_global(Some(config.timeout))
             .user_agent(USER_AGENT)
             .max_redirects(0);
         if loopback {
             // HTTP(S)_PROXY would otherwise send even 127.0.0.1 through the proxy.
             builder = builder.proxy(None);
         }
-        let connector = DefaultConnector::new().chain(sent::WatchSends);
+        let connector = DefaultConnector::new()
+            .chain(sent::WatchSends)
+            .chain(SteadyTimeouts);
         let agent = ureq::Agent::with_parts(builder.build(), connector, DefaultResolver::default());
         Ok(UreqTransport {
             agent,
@@ -464,6 +480,8 @@ impl Transport for UreqTransport {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -510,5 +528,43 @@ mod tests {
         let mut allowed = TransportConfig::new("http://example.com");
         allowed.allow_insecure_http = true;
         assert!(UreqTransport::new(allowed).is_ok());
+    }
+
+    #[test]
+    fn exchanges_are_bounded_by_phase_with_a_lookup_budget_only_for_host_names() {
+        for (url, lookup) in [
+            ("http://127.0.0.1:1", false),
+            ("http://[::1]:1", false),
+            ("https://10.1.2.3", false),
+            ("https://api.chatapp.online", true),
+            ("http://localhost:1", true),
+        ] {
+            let mut config = TransportConfig::new(url);
+            config.timeout = Duration::from_secs(20);
+            let transport = UreqTransport::new(config).unwrap();
+            let t = transport.agent.config().timeouts();
+            assert_eq!((t.global, t.per_call), (None, None), "{url}");
+            assert_eq!(t.resolve, lookup.then_some(Duration::from_secs(2)), "{url}");
+            assert_eq!(t.recv_response, Some(Duration::from_secs(10)), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_zero_or_absurd_timeout_is_refused_not_a_panic_later() {
+        for timeout in [
+            Duration::ZERO,
+            MAX_TIMEOUT + Duration::from_nanos(1),
+            Duration::MAX,
+        ] {
+            let mut config = TransportConfig::new("http://127.0.0.1:1");
+            config.timeout = timeout;
+            match UreqTransport::new(config) {
+                Err(Error::Config(m)) => assert!(m.contains("timeout"), "{m}"),
+                other => panic!("{timeout:?}: {other:?}"),
+            }
+        }
+        let mut config = TransportConfig::new("http://127.0.0.1:1");
+        config.timeout = MAX_TIMEOUT;
+        assert!(UreqTransport::new(config).is_ok());
     }
 }
