@@ -977,8 +977,9 @@ impl SessionBuilder {
 
     /// Bound on each HTTP exchange, from the name lookup to the reply's last byte (default
     /// 30 s): a server that stalls or trickles its reply is cut off within it. Half of it is
-    /// the longest wait for the reply to begin;
-    /// [`TransportConfig::timeout`](crate::transport::TransportConfig::timeout) gives the split.
+    /// the longest wait for the reply to begin. The split among the exchange's phases: name
+    /// lookup 1/10, connect 1/10, request headers 1/20, request body 1/10, waiting for the
+    /// reply's headers 1/2, reply body 3/20.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
         self
