@@ -1,11 +1,14 @@
 //! `chatapp`: a command-line client that keeps a ChatApp session in a store.
 //!
 //! ```text
-//! chatapp [--base-url URL] [--store SPEC] [--timeout SECS] [--account EMAIL:APPID] <command>
+//! chatapp [--base-url URL] [--store SPEC] [--timeout SECS] [--lock-timeout SECS] [--account EMAIL:APPID] <command>
 //!   login | status | token | call METHOD PATH [--json BODY] | logout | accounts
 //! ```
 //! Credentials come from `CHATAPP_EMAIL`, `CHATAPP_PASSWORD` and `CHATAPP_APP_ID`;
 //! `CHATAPP_BASE_URL` overrides the default base URL, `--base-url` overrides both.
+//! `--timeout` bounds each HTTP exchange (default 30 s); `--lock-timeout` bounds the wait for
+//! another process's refresh (default 30 s, or `--timeout` when that is longer; never shorter
+//! than `--timeout`), then exit 6.
 //! Without `CHATAPP_EMAIL` and `CHATAPP_APP_ID`, status/token/call/logout use the one account
 //! stored for the base URL (several: exit 2 naming them; choose with `--account`).
 //! `CHATAPP_STORE_KEY` (base64 of 32 bytes | `keyring:SERVICE` | `file:PATH`) encrypts the
@@ -28,7 +31,7 @@ use serde_json::{json, Value};
 mod logging;
 use logging::init_logging;
 
-const USAGE: &str = "usage: chatapp [--base-url URL] [--store SPEC] [--timeout SECS] [--account EMAIL:APPID] <command>
+const USAGE: &str = "usage: chatapp [--base-url URL] [--store SPEC] [--timeout SECS] [--lock-timeout SECS] [--account EMAIL:APPID] <command>
 commands:
   login                            tokens.make with CHATAPP_EMAIL, CHATAPP_PASSWORD, CHATAPP_APP_ID; save the pair
   status                           what is stored, as one JSON object (no secrets)
@@ -40,6 +43,9 @@ Without CHATAPP_EMAIL and CHATAPP_APP_ID, status/token/call/logout use the one a
 stored for the base URL; with several, choose one with --account EMAIL:APPID.
 SPEC: memory | file:PATH | sqlite:PATH | keyring:SERVICE | postgres:CONNINFO
       (default: file in the user's config dir)
+--timeout SECS       bound on each HTTP exchange (default 30)
+--lock-timeout SECS  bound on the wait for another process's refresh (default 30, or --timeout
+                     when that is longer; never shorter than --timeout); past it: exit 6
 CHATAPP_STORE_KEY (base64 of 32 bytes | keyring:SERVICE | file:PATH) encrypts file:, sqlite: and
       postgres: stores (feature `encryption`); status then also has \"encrypted\": true.
       CHATAPP_STORE_KEY_PREVIOUS (same forms) is still read: set both to rotate the key.
@@ -99,15 +105,36 @@ struct Options {
     base_url: Option<String>,
     store: Option<String>,
     timeout: Option<Duration>,
+    lock_timeout: Option<Duration>,
     /// `--account EMAIL:APPID`.
     account: Option<(String, String)>,
     command: Command,
+}
+
+/// The HTTP timeout when `--timeout` is not given (the session's default).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The lock timeout when `--lock-timeout` is not given (the stores' default).
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A positive number of seconds given to `flag`.
+fn seconds(flag: &str, text: &str) -> Result<Duration, Failure> {
+    text.parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{flag} {text:?} is not a positive number of seconds"
+            ))
+        })
 }
 
 fn parse_args(args: &[String]) -> Result<Options, Failure> {
     let mut base_url = None;
     let mut store = None;
     let mut timeout = None;
+    let mut lock_timeout = None;
     let mut account = None;
     let mut json_body: Option<String> = None;
     let mut words = Vec::new();
@@ -121,18 +148,9 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
         match arg.as_str() {
             "--base-url" => base_url = Some(value("--base-url")?),
             "--store" => store = Some(value("--store")?),
-            "--timeout" => {
-                let text = value("--timeout")?;
-                let secs: f64 = text
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 1e9)
-                    .ok_or_else(|| {
-                        Failure::usage(format!(
-                            "--timeout {text:?} is not a positive number of seconds"
-                        ))
-                    })?;
-                timeout = Some(Duration::from_secs_f64(secs));
+            "--timeout" => timeout = Some(seconds("--timeout", &value("--timeout")?)?),
+            "--lock-timeout" => {
+                lock_timeout = Some(seconds("--lock-timeout", &value("--lock-timeout")?)?)
             }
             "--json" => json_body = Some(value("--json")?),
             "--account" => {
@@ -196,10 +214,23 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
     if json_body.is_some() && !matches!(command, Command::Call { .. }) {
         return Err(Failure::usage("--json goes with call"));
     }
+    // A waiter must not give up while the holder may still be waiting for its refresh.
+    if let Some(lock) = lock_timeout {
+        let http = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if lock < http {
+            return Err(Failure::usage(format!(
+                "--lock-timeout {} s is shorter than the HTTP timeout ({} s): a process would \
+                 give up while another may still be refreshing",
+                lock.as_secs_f64(),
+                http.as_secs_f64()
+            )));
+        }
+    }
     Ok(Options {
         base_url,
         store,
         timeout,
+        lock_timeout,
         account,
         command,
     })
@@ -232,7 +263,10 @@ fn store_encryption() -> Result<Option<chatapp_session::store::Encryption>, Fail
 }
 
 /// The store, and whether it encrypts its records.
-fn open_store(spec: Option<&str>) -> Result<(Box<dyn TokenStore>, bool), Failure> {
+fn open_store(
+    spec: Option<&str>,
+    lock_timeout: Duration,
+) -> Result<(Box<dyn TokenStore>, bool), Failure> {
     #[cfg(feature = "encryption")]
     let encryption = store_encryption()?;
     #[cfg(not(feature = "encryption"))]
@@ -255,7 +289,10 @@ fn open_store(spec: Option<&str>) -> Result<(Box<dyn TokenStore>, bool), Failure
         }};
     }
     let Some(spec) = spec else {
-        return maybe_encrypted!(chatapp_session::store::FileStore::new(default_store_path()?));
+        return maybe_encrypted!(
+            chatapp_session::store::FileStore::new(default_store_path()?)
+                .with_lock_timeout(lock_timeout)
+        );
     };
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
     let need_arg = |what: &str| {
@@ -269,27 +306,31 @@ fn open_store(spec: Option<&str>) -> Result<(Box<dyn TokenStore>, bool), Failure
         "memory" => Ok((Box::new(chatapp_session::store::MemoryStore::new()), false)),
         "file" => {
             need_arg("a PATH")?;
-            maybe_encrypted!(chatapp_session::store::FileStore::new(arg))
+            maybe_encrypted!(chatapp_session::store::FileStore::new(arg).with_lock_timeout(lock_timeout))
         }
         #[cfg(feature = "sqlite")]
         "sqlite" => {
             need_arg("a PATH")?;
-            maybe_encrypted!(chatapp_session::store::SqliteStore::open(arg).map_err(Error::from)?)
+            maybe_encrypted!(chatapp_session::store::SqliteStore::open(arg)
+                .map_err(Error::from)?
+                .with_lock_timeout(lock_timeout))
         }
         #[cfg(feature = "keyring")]
         "keyring" => {
             need_arg("a SERVICE")?;
             Ok((
-                Box::new(chatapp_session::store::KeyringStore::new(arg)),
+                Box::new(
+                    chatapp_session::store::KeyringStore::new(arg).with_lock_timeout(lock_timeout),
+                ),
                 false,
             ))
         }
         #[cfg(feature = "postgres")]
         "postgres" => {
             need_arg("a CONNINFO")?;
-            maybe_encrypted!(
-                chatapp_session::store::PostgresStore::connect(arg).map_err(Error::from)?
-            )
+            maybe_encrypted!(chatapp_session::store::PostgresStore::connect(arg)
+                .map_err(Error::from)?
+                .with_lock_timeout(lock_timeout))
         }
         // Reached only for the stores whose feature is off in this build.
         #[allow(unreachable_patterns)]
@@ -317,7 +358,10 @@ fn run(args: &[String]) -> Result<(), Failure> {
     let app_id = env_nonempty("CHATAPP_APP_ID");
     let password = env_nonempty("CHATAPP_PASSWORD");
 
-    let (store, encrypted) = open_store(options.store.as_deref())?;
+    let lock_timeout = options
+        .lock_timeout
+        .unwrap_or_else(|| DEFAULT_LOCK_TIMEOUT.max(options.timeout.unwrap_or(DEFAULT_TIMEOUT)));
+    let (store, encrypted) = open_store(options.store.as_deref(), lock_timeout)?;
     let store: Arc<dyn TokenStore> = Arc::from(store);
     if let Command::Accounts = options.command {
         return print_accounts(store.as_ref(), &base_url);

@@ -169,7 +169,7 @@ pub enum StoreError {
         detail: String,
     },
     /// The store's lock was not granted in time: another process held it longer than the
-    /// store's wait limit (the SQLite store's busy timeout, for instance). Nothing was read
+    /// store's lock timeout (`with_lock_timeout` on each durable store). Nothing was read
     /// or changed; trying again later may succeed.
     #[error("{store} store {location}: the lock was not granted within {waited:?}: another process holds it")]
     LockTimeout {

@@ -108,3 +108,44 @@ fn a_crowd_of_cli_processes_on_postgresql_refreshes_once() {
         ),
     }
 }
+
+/// The CLI contract: `--lock-timeout SECS` bounds the wait for another process's lock, then
+/// exit 6 with one line on stderr; a lock timeout shorter than `--timeout` is a usage error.
+#[test]
+fn the_cli_gives_up_on_a_held_lock_after_its_lock_timeout() {
+    use chatapp_session::store::{FileStore, StoreKey, TokenStore};
+    use std::time::{Duration, Instant};
+
+    let server = FakeChatApp::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let cli = Cli::file(&server, &path);
+    let store = FileStore::new(&path);
+    let guard = store.lock(&StoreKey::new("any")).unwrap();
+    let started = Instant::now();
+    let run = cli.run(&["--timeout", "1", "--lock-timeout", "1.5", "login"]);
+    let took = started.elapsed();
+    run.expect_code(6, "login while another process holds the lock");
+    let line = run.one_error_line("lock timeout");
+    assert!(line.contains("lock was not granted within 1.5s"), "{line}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(1500 + 2000),
+        "the CLI ended after {took:?}"
+    );
+    assert_eq!(
+        server.counters().makes,
+        0,
+        "nothing was sent without the lock"
+    );
+    drop(guard);
+
+    let run = cli.run(&["--timeout", "5", "--lock-timeout", "1", "status"]);
+    run.expect_code(2, "a lock timeout shorter than the HTTP timeout");
+    assert!(
+        run.stderr.contains("shorter than the HTTP timeout"),
+        "{}",
+        run.stderr
+    );
+    cli.run(&["--lock-timeout", "30", "login"])
+        .expect_code(0, "login");
+}

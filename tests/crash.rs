@@ -73,6 +73,9 @@ fn child_process() {
         .base_url(base)
         .clock(ManualClock::new(now))
         .timeout(Duration::from_secs(30))
+        // As the recovering sessions: the ledger keeps the newest `make_limit` entries, and a
+        // run may need more than 100 makes to recover from its kills.
+        .make_limit(10_000)
         .build()
         .unwrap();
     // A first refresh opens the one keep-alive connection that every later refresh uses, so

@@ -57,14 +57,14 @@ fn missing_file_is_an_empty_store_and_loading_creates_nothing() {
 }
 
 #[test]
-fn debug_shows_the_path_and_encryption_only_and_clones_share_it() {
+fn debug_shows_the_path_encryption_and_lock_timeout_only_and_clones_share_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = store_in(&dir);
     store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
     let debug = format!("{:?}", store.clone());
     assert_eq!(
         debug,
-        format!("FileStore {{ path: {path:?}, encrypted: false }}")
+        format!("FileStore {{ path: {path:?}, encrypted: false, lock_timeout: 30s }}")
     );
     assert_eq!(store.clone().path(), path);
 }
@@ -394,4 +394,26 @@ fn two_processes_increment_without_losing_updates() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = store_in(&dir);
     common::two_processes_increment(&store, &path);
+}
+
+/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) no longer blocks the
+/// other processes for ever: each waiter ends with `LockTimeout` within its lock timeout + 2 s.
+#[test]
+fn a_stopped_lock_holder_times_out_every_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let key = StoreKey::new("stopped holder");
+    let mut holder = common::spawn_child("hold-forever", &path, &key);
+    common::wait_until_locked(&mut holder);
+    common::stopped_holder_times_out_every_waiter(holder, &key, || {
+        FileStore::new(&path).with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
+    });
+}
+
+#[test]
+fn the_default_lock_timeout_is_the_default_http_timeout() {
+    assert_eq!(
+        FileStore::new("x.json").lock_timeout(),
+        std::time::Duration::from_secs(30)
+    );
 }

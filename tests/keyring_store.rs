@@ -27,6 +27,8 @@
     any(target_os = "linux", target_os = "macos", target_os = "windows")
 ))]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -462,7 +464,7 @@ fn keys_and_services_are_isolated() {
     store.clear(&b).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(store.load(&a).ok(), Some(Some(record("a", vec![1]))));
     assert_eq!(other.load(&a).ok(), Some(Some(record("other", vec![3]))));
-    assert_ne!(store.lock_path(&a), store.lock_path(&b));
+    assert_ne!(store.lock_path(&a).ok(), store.lock_path(&b).ok());
 }
 
 #[test]
@@ -645,7 +647,7 @@ fn the_lock_file_is_private_and_holds_no_secret() {
     store
         .save(&key, &record("file", vec![1]))
         .unwrap_or_else(|e| panic!("{e}"));
-    let path = store.lock_path(&key);
+    let path = store.lock_path(&key).unwrap_or_else(|e| panic!("{e}"));
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -654,9 +656,21 @@ fn the_lock_file_is_private_and_holds_no_secret() {
         name.starts_with(&format!("chatapp-session-keyring-{service}-")) && name.ends_with(".lock"),
         "{name}"
     );
+    // In the user's home directory from the user database, whatever the environment says.
+    assert!(
+        path.parent()
+            .is_some_and(|dir| dir.ends_with(".cache/chatapp-session")),
+        "{}",
+        path.display()
+    );
     if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
-        assert_eq!(path.parent(), Some(std::path::Path::new(&runtime)));
+        assert!(!path.starts_with(&runtime), "{}", path.display());
     }
+    assert!(
+        !path.starts_with(std::env::temp_dir()),
+        "{}",
+        path.display()
+    );
     let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     #[cfg(unix)]
     {
@@ -917,4 +931,71 @@ fn a_non_persistent_keyring_core_store_is_refused() {
             other => panic!("expected Unavailable, got {other:?}"),
         }
     }
+}
+
+/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM): each waiter ends with
+/// `LockTimeout` within its lock timeout + 2 s.
+#[cfg(unix)]
+#[test]
+fn a_stopped_lock_holder_times_out_every_waiter() {
+    require_keyring();
+    let service = unique_service("lock-stopped");
+    let key = StoreKey::new("k");
+    let mut holder = child("hold-lock-forever", &service, &key)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    wait_for_line(&mut holder, "@@locked");
+    common::stopped_holder_times_out_every_waiter(holder, &key, || {
+        KeyringStore::new(service.clone()).with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
+    });
+}
+
+/// Issue 9: the lock file does not move with the environment. A holder whose
+/// `XDG_RUNTIME_DIR`, `XDG_CACHE_HOME` and `HOME` differ from this process's (a cron job
+/// beside a desktop session) still excludes this process.
+#[cfg(unix)]
+#[test]
+fn processes_with_different_runtime_dirs_share_the_lock() {
+    require_keyring();
+    let service = unique_service("lock-env");
+    let key = StoreKey::new("k");
+    let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(
+        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+        Some(elsewhere.path().as_os_str())
+    );
+    let mut holder = KillOnDrop(
+        child("hold-lock-forever", &service, &key)
+            .env("XDG_RUNTIME_DIR", elsewhere.path())
+            .env("XDG_CACHE_HOME", elsewhere.path())
+            .env("HOME", elsewhere.path())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}")),
+    );
+    wait_for_line(&mut holder.0, "@@locked");
+    let store = KeyringStore::new(service.clone()).with_lock_timeout(Duration::from_millis(500));
+    match store.lock(&key) {
+        Err(StoreError::LockTimeout { location, .. }) => assert_eq!(
+            Some(location),
+            store.lock_path(&key).ok().map(|p| p.display().to_string())
+        ),
+        Err(e) => panic!("lock: {e}"),
+        Ok(_) => {
+            panic!("the lock was granted while a process with another XDG_RUNTIME_DIR held it")
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path())
+            .map(|d| d.count())
+            .unwrap_or_default(),
+        0,
+        "the holder put its lock file in its XDG_RUNTIME_DIR, XDG_CACHE_HOME or HOME"
+    );
+    drop(holder);
+    within(Duration::from_secs(10), "lock after the kill", move || {
+        store
+            .lock(&key)
+            .map(|_| ())
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
 }

@@ -198,7 +198,15 @@ fn eight_processes_on_a_keyring_store_refresh_once() {
 #[cfg(feature = "postgres")]
 #[test]
 fn twelve_processes_on_a_postgres_store_refresh_once() {
-    match std::env::var("CHATAPP_TEST_POSTGRES") {
+    // `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer`: through the transaction-pooling pgbouncer.
+    let via_bouncer = std::env::var("CHATAPP_TEST_POSTGRES_ROUTE").as_deref() == Ok("pgbouncer");
+    let conninfo = if via_bouncer {
+        Ok(std::env::var("CHATAPP_TEST_PGBOUNCER")
+            .expect("CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer needs CHATAPP_TEST_PGBOUNCER"))
+    } else {
+        std::env::var("CHATAPP_TEST_POSTGRES")
+    };
+    match conninfo {
         Ok(conninfo) => crowd_refreshes_once(&format!("postgres:{conninfo}"), 12),
         Err(_) if std::env::var_os("CHATAPP_SKIP_POSTGRES_TESTS").is_some() => {
             eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped")

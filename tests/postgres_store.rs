@@ -10,6 +10,11 @@
 //!
 //! Without it every test fails with that advice, unless `CHATAPP_SKIP_POSTGRES_TESTS=1`.
 //! Each test works in a schema of its own (`options='-c search_path=...'`), dropped at its end.
+//!
+//! With `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer` the same tests reach the server through the
+//! transaction-pooling pgbouncer of `CHATAPP_TEST_PGBOUNCER` (also started by the wrapper;
+//! `.ci/test` runs them both ways). pgbouncer passes no startup `options`, so there each test
+//! works in a database of its own instead, created and dropped on the server directly.
 //! With `CHATAPP_TEST_POSTGRES_CA` (the CA of the server's certificate, also set by the
 //! wrapper) the TLS tests run too.
 
@@ -29,6 +34,20 @@ use common::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
 const SERVER_ENV: &str = "CHATAPP_TEST_POSTGRES";
 const SKIP_ENV: &str = "CHATAPP_SKIP_POSTGRES_TESTS";
 const CA_ENV: &str = "CHATAPP_TEST_POSTGRES_CA";
+const ROUTE_ENV: &str = "CHATAPP_TEST_POSTGRES_ROUTE";
+const BOUNCER_ENV: &str = "CHATAPP_TEST_PGBOUNCER";
+
+/// The conninfo of the pgbouncer in front of the test server when the tests run through it
+/// (`CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer`), `None` when they connect directly.
+fn bouncer() -> Option<String> {
+    match std::env::var(ROUTE_ENV).as_deref() {
+        Ok("pgbouncer") => Some(std::env::var(BOUNCER_ENV).unwrap_or_else(|_| {
+            panic!("{ROUTE_ENV}=pgbouncer needs {BOUNCER_ENV}: run under .ci/postgres-env")
+        })),
+        Ok("") | Ok("direct") | Err(_) => None,
+        Ok(other) => panic!("{ROUTE_ENV}={other}: expected pgbouncer or direct"),
+    }
+}
 
 /// The test server's conninfo, or `None` (after saying so) when the tests are skipped.
 fn server() -> Option<String> {
@@ -63,12 +82,18 @@ fn unique(tag: &str) -> String {
     )
 }
 
-/// A schema of the test's own on the test server; dropped (with its tables) at the end.
+/// A schema of the test's own on the test server (a database of its own through pgbouncer);
+/// dropped (with its tables) at the end.
 struct Db {
     base: String,
     schema: String,
-    /// The server's conninfo with `search_path` set to the schema.
+    /// What the stores under test connect to: the server's conninfo with `search_path` set to
+    /// the schema, or pgbouncer's with the test's database.
     conninfo: String,
+    /// A direct connection to the same tables, for the tests' own checks.
+    direct: String,
+    /// Whether `schema` names a database (through pgbouncer) rather than a schema.
+    database: bool,
 }
 
 impl Db {
@@ -79,6 +104,18 @@ impl Db {
             schema.len() < 64,
             "{schema} is too long for a PostgreSQL name"
         );
+        if let Some(bouncer) = bouncer() {
+            raw(&base)
+                .batch_execute(&format!("CREATE DATABASE {schema}"))
+                .unwrap();
+            return Some(Db {
+                conninfo: format!("{bouncer} dbname={schema}"),
+                direct: format!("{base} dbname={schema}"),
+                base,
+                schema,
+                database: true,
+            });
+        }
         raw(&base)
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .unwrap();
@@ -86,7 +123,9 @@ impl Db {
         Some(Db {
             base,
             schema,
+            direct: conninfo.clone(),
             conninfo,
+            database: false,
         })
     }
 
@@ -99,9 +138,9 @@ impl Db {
         format!("{} application_name={name}", self.conninfo)
     }
 
-    /// A plain client in the schema.
+    /// A plain client in the schema, connected directly.
     fn raw(&self) -> postgres::Client {
-        raw(&self.conninfo)
+        raw(&self.direct)
     }
 
     /// The `record` column under `key`.
@@ -152,7 +191,11 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         if let Ok(mut client) = postgres::Client::connect(&self.base, postgres::NoTls) {
-            let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+            let _ = client.batch_execute(&if self.database {
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.schema)
+            } else {
+                format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)
+            });
         }
     }
 }
@@ -722,4 +765,18 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
         assert!(acquired >= released);
     });
     assert_eq!(holder.load(&key).unwrap(), Some(secret_record(1)));
+}
+
+/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) keeps its row lock, but
+/// each waiter ends with `LockTimeout` within its lock timeout + 2 s.
+#[test]
+fn a_stopped_lock_holder_times_out_every_waiter() {
+    let Some(db) = Db::new("xstop") else { return };
+    drop(db.open());
+    let key = StoreKey::new("stopped holder");
+    let mut holder = common::spawn_child("hold-forever", Path::new(&db.conninfo), &key);
+    common::wait_until_locked(&mut holder);
+    common::stopped_holder_times_out_every_waiter(holder, &key, || {
+        db.open().with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
+    });
 }

@@ -242,7 +242,7 @@ fn a_lock_dropped_without_saving_rolls_back_and_frees_the_lock() {
     store.save(&key, &secret_record(1)).unwrap();
     drop(store.lock(&key).unwrap());
     // Another connection can write at once: no transaction was left open.
-    let other = open(&path).with_busy_timeout(Duration::ZERO).unwrap();
+    let other = open(&path).with_lock_timeout(Duration::ZERO);
     other.save(&key, &secret_record(2)).unwrap();
     assert_eq!(store.load(&key).unwrap(), Some(secret_record(2)));
 }
@@ -269,16 +269,14 @@ fn load_does_not_wait_for_a_lock_holder() {
 }
 
 #[test]
-fn a_lock_held_elsewhere_past_the_busy_timeout_is_a_lock_timeout() {
+fn a_lock_held_elsewhere_past_the_lock_timeout_is_a_lock_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let holder = open(&path);
     let key = StoreKey::new("k");
     let guard = holder.lock(&key).unwrap();
-    let waiter = open(&path)
-        .with_busy_timeout(Duration::from_millis(200))
-        .unwrap();
-    assert_eq!(waiter.busy_timeout(), Duration::from_millis(200));
+    let waiter = open(&path).with_lock_timeout(Duration::from_millis(200));
+    assert_eq!(waiter.lock_timeout(), Duration::from_millis(200));
     let asked = Instant::now();
     match waiter.lock(&key) {
         Err(StoreError::LockTimeout { waited, .. }) => {
@@ -298,12 +296,15 @@ fn a_lock_held_elsewhere_past_the_busy_timeout_is_a_lock_timeout() {
 }
 
 #[test]
-fn a_huge_busy_timeout_is_capped_not_a_panic() {
+fn a_huge_lock_timeout_is_capped_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_in(&dir))
-        .with_busy_timeout(Duration::from_secs(u64::MAX))
-        .unwrap();
-    assert!(store.busy_timeout() < Duration::from_secs(30 * 24 * 3600));
+    let store = open(&db_in(&dir)).with_lock_timeout(Duration::from_secs(u64::MAX));
+    assert!(store.lock_timeout() < Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(
+        open(&db_in(&dir)).lock_timeout(),
+        Duration::from_secs(30),
+        "the default lock timeout is the default HTTP timeout"
+    );
 }
 
 #[test]
@@ -328,4 +329,19 @@ fn two_processes_increment_without_losing_updates() {
     let path = db_in(&dir);
     let store = open(&path);
     common::two_processes_increment(&store, &path);
+}
+
+/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM): each waiter ends with
+/// `LockTimeout` within its lock timeout + 2 s (SQLite's old 10 s busy timeout is gone).
+#[test]
+fn a_stopped_lock_holder_times_out_every_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    drop(open(&path));
+    let key = StoreKey::new("stopped holder");
+    let mut holder = common::spawn_child("hold-forever", &path, &key);
+    common::wait_until_locked(&mut holder);
+    common::stopped_holder_times_out_every_waiter(holder, &key, || {
+        open(&path).with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
+    });
 }

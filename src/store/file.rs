@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -15,6 +16,7 @@ use super::fs::{
     check_private, create_parent_dirs, io_error, open_or_create_private, parent_dir, sync_dir,
 };
 use super::record::describe;
+use super::wait::{lock_file_within, DEFAULT_LOCK_TIMEOUT};
 use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -44,12 +46,17 @@ const FILE_VERSION: u64 = 1;
 ///   on Windows) on `<file name>.lock` beside the store, shared by every key of the store. It
 ///   excludes other threads and other processes alike, and the operating system releases it
 ///   when a process dies. The lock file is created `0600`, holds nothing and is never deleted.
+/// - The wait for another holder is bounded by the lock timeout (30 s unless
+///   [`with_lock_timeout`](Self::with_lock_timeout) says otherwise), then
+///   [`StoreError::LockTimeout`]. A waiter polls in steps of at most 2 ms, so it takes the
+///   lock within about 2 ms of its release.
 ///
 /// Clones share the path only and are cheap; nothing is touched until the store is used.
 #[derive(Clone)]
 pub struct FileStore {
     path: Arc<Path>,
     codec: RecordCodec,
+    lock_timeout: Duration,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -57,6 +64,7 @@ impl std::fmt::Debug for FileStore {
         f.debug_struct("FileStore")
             .field("path", &self.path)
             .field("encrypted", &self.codec.is_encrypting())
+            .field("lock_timeout", &self.lock_timeout)
             .finish()
     }
 }
@@ -67,7 +75,21 @@ impl FileStore {
         FileStore {
             path: Arc::from(path.into()),
             codec: RecordCodec::default(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
+    }
+
+    /// Sets how long [`lock`](TokenStore::lock) waits for another holder before it fails with
+    /// [`StoreError::LockTimeout`] (default 30 s). Keep it no shorter than the session's HTTP
+    /// timeout: a holder may wait that long for its refresh.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The lock timeout in force.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// Encrypts every record this store saves (feature `encryption`); records saved in clear
@@ -229,12 +251,16 @@ impl TokenStore for FileStore {
         let lock_path = self.lock_path()?;
         create_parent_dirs(STORE, &self.path)?;
         let file = open_or_create_private(STORE, &lock_path)?;
-        loop {
-            match file.lock() {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(STORE, &lock_path, "lock", e)),
+        match lock_file_within(&file, self.lock_timeout) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(StoreError::LockTimeout {
+                    store: STORE,
+                    location: lock_path.display().to_string(),
+                    waited: self.lock_timeout,
+                })
             }
+            Err(e) => return Err(io_error(STORE, &lock_path, "lock", e)),
         }
         Ok(Box::new(FileLock {
             store: self,

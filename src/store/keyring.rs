@@ -3,19 +3,23 @@
 //!
 //! One store key is one secret: the record JSON of its pair
 //! and make ledger, kept under (service, account = the key's text). The cross-process lock is
-//! an advisory lock on a small file that holds no secret (see [`KeyringStore::lock_path`]).
+//! an advisory lock on a small file that holds no secret (see [`KeyringStore::lock_path`]),
+//! waited for at most the store's lock timeout.
 
+#[cfg(not(unix))]
 use std::env;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyring_core::api::CredentialPersistence;
 use keyring_core::{CredentialStore, Entry, Error as KeyringError};
 use parking_lot::Mutex;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::wait::{lock_file_within, DEFAULT_LOCK_TIMEOUT};
 use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -75,6 +79,11 @@ impl fmt::Debug for KeyringBackend {
 /// does not persist: when the keyring cannot be used, every operation fails with
 /// [`StoreError::Unavailable`], whose hint says what to start or install.
 ///
+/// [`lock`](TokenStore::lock) locks a file in the user's home directory (see
+/// [`lock_path`](Self::lock_path)) and waits for another holder at most the lock timeout (30 s
+/// unless [`with_lock_timeout`](Self::with_lock_timeout) says otherwise), then fails with
+/// [`StoreError::LockTimeout`].
+///
 /// Clones share one connection.
 ///
 /// ```no_run
@@ -87,6 +96,7 @@ impl fmt::Debug for KeyringBackend {
 #[derive(Clone)]
 pub struct KeyringStore {
     inner: Arc<Inner>,
+    lock_timeout: Duration,
 }
 
 struct Inner {
@@ -101,6 +111,7 @@ impl fmt::Debug for KeyringStore {
         f.debug_struct("KeyringStore")
             .field("service", &self.inner.service)
             .field("backend", &self.inner.backend)
+            .field("lock_timeout", &self.lock_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +144,7 @@ impl KeyringStore {
                 backend,
                 store: Mutex::new(None),
             }),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 
@@ -168,19 +180,36 @@ impl KeyringStore {
     }
 
     /// The lock file of `key`: `chatapp-session-keyring-<service>-<hash of key>.lock` in
-    /// `$XDG_RUNTIME_DIR` when that is a directory, else in `chatapp-session/` of the user's
-    /// cache directory (`$XDG_CACHE_HOME`, else `$HOME/.cache`), else in the temporary
-    /// directory, as the environment says at the time of the call. It holds no secret.
-    pub fn lock_path(&self, key: &StoreKey) -> PathBuf {
-        lock_dir().join(lock_file_name(&self.inner.service, key))
+    /// `.cache/chatapp-session/` of the user's home directory as the user database (not the
+    /// environment) gives it, so that every process of the user (a cron job, a desktop
+    /// session, a service with another `$XDG_RUNTIME_DIR` or `$HOME`) locks the same file.
+    /// Created `0600` in a `0700` directory on first use; it holds no secret.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the user has no home directory.
+    pub fn lock_path(&self, key: &StoreKey) -> Result<PathBuf, StoreError> {
+        Ok(lock_dir()?.join(lock_file_name(&self.inner.service, key)))
+    }
+
+    /// Sets how long [`lock`](TokenStore::lock) waits for another holder before it fails with
+    /// [`StoreError::LockTimeout`] (default 30 s). Keep it no shorter than the session's HTTP
+    /// timeout: a holder may wait that long for its refresh.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The lock timeout in force.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// The index's lock file, beside the keys' lock files.
-    fn index_lock_path(&self) -> PathBuf {
-        lock_dir().join(format!(
+    fn index_lock_path(&self) -> Result<PathBuf, StoreError> {
+        Ok(lock_dir()?.join(format!(
             "chatapp-session-keyring-{}-index.lock",
             clean_service(&self.inner.service)
-        ))
+        )))
     }
 
     /// The keys named in the index (`entry`), as stored.
@@ -211,7 +240,8 @@ impl KeyringStore {
 
     /// Adds `key` to the index unless it is there, under the index's lock.
     fn add_to_index(&self, key: &StoreKey) -> Result<(), StoreError> {
-        let _held = lock_file(&self.index_lock_path())?;
+        // Bounded like the key's lock.
+        let _held = lock_file(&self.index_lock_path()?, self.lock_timeout)?;
         let index = StoreKey::new(INDEX_ACCOUNT);
         let entry = self.entry(&index)?;
         let mut keys = self.read_index(&entry)?;
@@ -400,7 +430,7 @@ impl TokenStore for KeyringStore {
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
         let entry = self.entry(key)?;
-        let file = lock_file(&self.lock_path(key))?;
+        let file = lock_file(&self.lock_path(key)?, self.lock_timeout)?;
         Ok(Box::new(KeyringLock {
             store: self,
             key: key.clone(),
@@ -604,26 +634,48 @@ fn gone_hint(backend: &KeyringBackend, inner: &PlatformError) -> Option<String> 
     None
 }
 
-/// Where lock files are kept; see [`KeyringStore::lock_path`]. Every process with the same
-/// environment chooses the same directory, or exclusion would be lost.
-fn lock_dir() -> PathBuf {
-    if let Some(dir) = absolute_env("XDG_RUNTIME_DIR") {
-        if dir.is_dir() {
-            return dir;
+/// Where lock files are kept; see [`KeyringStore::lock_path`]. Every process of the user must
+/// choose the same directory whatever its environment (a cron job, a desktop session, a
+/// service), or exclusion would be lost: so it is found from the user database, never from
+/// `$XDG_RUNTIME_DIR`, `$XDG_CACHE_HOME` or `$HOME`, and never in a shared temporary directory.
+#[cfg(unix)]
+fn lock_dir() -> Result<PathBuf, StoreError> {
+    let uid = nix::unistd::Uid::current();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) if user.dir.is_absolute() => {
+            Ok(user.dir.join(".cache").join("chatapp-session"))
         }
-    }
-    let cache = absolute_env("XDG_CACHE_HOME")
-        .or_else(|| absolute_env("HOME").map(|home| home.join(".cache")));
-    match cache {
-        Some(cache) => cache.join("chatapp-session"),
-        None => env::temp_dir(),
+        Ok(_) => Err(StoreError::Unavailable {
+            store: STORE,
+            hint: format!(
+                "user {uid} has no home directory in the user database, so the keyring store \
+                 has no per-user place for its lock file: give the user a home directory, or \
+                 use the file or sqlite store"
+            ),
+        }),
+        Err(e) => Err(StoreError::Unavailable {
+            store: STORE,
+            hint: format!(
+                "the user database cannot be read ({e}), so the keyring store has no per-user \
+                 place for its lock file"
+            ),
+        }),
     }
 }
 
-fn absolute_env(name: &str) -> Option<PathBuf> {
-    env::var_os(name)
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
+/// Where lock files are kept on platforms without a user database: the user's profile
+/// directory.
+#[cfg(not(unix))]
+fn lock_dir() -> Result<PathBuf, StoreError> {
+    match env::home_dir().filter(|dir| dir.is_absolute()) {
+        Some(home) => Ok(home.join(".cache").join("chatapp-session")),
+        None => Err(StoreError::Unavailable {
+            store: STORE,
+            hint: "the user has no home directory, so the keyring store has no per-user place \
+                   for its lock file: use the file or sqlite store"
+                .to_owned(),
+        }),
+    }
 }
 
 /// `chatapp-session-keyring-<service, sanitised>-<FNV-1a of the key>.lock`.
@@ -662,8 +714,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Opens (creating it 0600, and its directory 0700, if needed) and exclusively locks the
-/// lock file at `path`, waiting for another holder.
-fn lock_file(path: &Path) -> Result<File, StoreError> {
+/// lock file at `path`, waiting at most `timeout` for another holder.
+fn lock_file(path: &Path, timeout: Duration) -> Result<File, StoreError> {
     let io = |action: &'static str, source: std::io::Error| StoreError::Io {
         store: STORE,
         location: path.display().to_string(),
@@ -685,8 +737,15 @@ fn lock_file(path: &Path) -> Result<File, StoreError> {
     let file = options
         .open(path)
         .map_err(|e| io("open the lock file", e))?;
-    file.lock().map_err(|e| io("lock the lock file", e))?;
-    Ok(file)
+    match lock_file_within(&file, timeout) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(StoreError::LockTimeout {
+            store: STORE,
+            location: path.display().to_string(),
+            waited: timeout,
+        }),
+        Err(e) => Err(io("lock the lock file", e)),
+    }
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -33,6 +33,8 @@ pub(crate) mod record;
 mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "file", feature = "sqlite", feature = "keyring"))]
+mod wait;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
@@ -247,8 +249,15 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// process) to release it. The lock is released when the returned guard is dropped, and
     /// by the operating system if the process dies.
     ///
+    /// Every durable store of this crate bounds the wait by its lock timeout (30 s unless its
+    /// `with_lock_timeout` says otherwise), so a holder that stops (Ctrl-Z, a paused VM)
+    /// cannot block the others for ever. Keep the lock timeout no shorter than the session's
+    /// HTTP timeout ([`SessionBuilder::timeout`](crate::SessionBuilder::timeout)): a holder
+    /// may be waiting that long for the server's answer to its refresh.
+    ///
     /// # Errors
-    /// [`StoreError`] when the lock cannot be taken.
+    /// [`StoreError::LockTimeout`] when another holder kept the lock past the lock timeout;
+    /// another [`StoreError`] when the lock cannot be taken.
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError>;
 
     /// Every key under which a record is stored (with a pair, or only a make ledger after a

@@ -71,7 +71,7 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 /// - [`lock`](TokenStore::lock) opens a transaction, inserts the key's row if it is missing
 ///   and locks it (`SELECT ... FOR UPDATE`): exactly one holder at a time across every process
 ///   and machine on the database. The lock's `save` writes the row and commits (durable when
-///   it returns: `synchronous_commit` is turned back on for the connection if the server has
+///   it returns: `synchronous_commit` is turned back on for the transaction if the server has
 ///   it off); dropping the lock without saving rolls back. A holder that dies, or whose
 ///   connection breaks, releases the lock with its connection; a holder idle in its transaction
 ///   for 5 minutes is disconnected by the server.
@@ -99,6 +99,14 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 ///   `PGSSLMODE`, `PGSSLROOTCERT`, and the password from `PGPASSWORD`, else the password file
 ///   (`PGPASSFILE`, else `~/.pgpass`), which is refused when group or others can access it.
 ///   Client certificates are not supported.
+/// - Poolers: the store keeps no session state. Every setting it needs (`lock_timeout`,
+///   `statement_timeout`, `idle_in_transaction_session_timeout`, `synchronous_commit`) is set
+///   with `SET LOCAL` inside the transaction that needs it, and every statement is unnamed
+///   and sent inside a transaction. So it works directly, behind pgbouncer (or another
+///   pooler) in session or transaction pooling mode, and also with a pgbouncer that has no
+///   prepared-statement support (before 1.21, or `max_prepared_statements = 0`). Statement
+///   pooling does not work: the lock is a transaction. A pooler may drop startup options such
+///   as `options='-c search_path=...'`: set the search path on the role or database instead.
 /// - `Debug` and every error show the connection string with its password replaced by
 ///   `[redacted]`, and never quote a row.
 pub struct PostgresStore {
@@ -218,13 +226,15 @@ impl PostgresStore {
         format!("{} key {key}", self.location)
     }
 
-    /// A new connection, set up: statement and idle-in-transaction timeouts, durable commits.
+    /// A new connection. It carries no session state: every setting the store needs is set
+    /// per transaction ([`transaction_settings`]), so a pooler may hand the server connection
+    /// to another client between two transactions.
     fn open_client(&self) -> Result<Client, StoreError> {
         let connected = match &self.tls {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(NoTls),
         };
-        let mut client = connected.map_err(|e| {
+        connected.map_err(|e| {
             if e.as_db_error().is_some() {
                 failure(&self.location, "connect", &e)
             } else {
@@ -233,18 +243,27 @@ impl PostgresStore {
                     hint: format!("cannot connect to {}: {}", self.location, describe(&e)),
                 }
             }
-        })?;
+        })
+    }
+
+    /// The record under `key` as last committed, read in a short read-only transaction of its
+    /// own (so that its statement timeout is a transaction setting, not session state).
+    fn read_committed(
+        &self,
+        client: &mut Client,
+        key: &StoreKey,
+    ) -> Result<Option<Zeroizing<String>>, StoreError> {
         client
             .batch_execute(&format!(
-                "SET statement_timeout = '{}ms'; \
-                 SET idle_in_transaction_session_timeout = '{}ms'; \
-                 SELECT set_config('synchronous_commit', 'on', false) \
-                     WHERE current_setting('synchronous_commit') = 'off'",
-                millis(STATEMENT_TIMEOUT),
-                millis(MAX_IDLE_HOLD)
+                "BEGIN READ ONLY; {}",
+                transaction_settings(STATEMENT_TIMEOUT)
             ))
-            .map_err(|e| failure(&self.location, "set up the connection", &e))?;
-        Ok(client)
+            .map_err(|e| failure(&self.location, "begin a read", &e))?;
+        let read = self.select(client, key, SELECT);
+        let end = client.batch_execute(if read.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let raw = read?;
+        end.map_err(|e| failure(&self.location, "end a read", &e))?;
+        Ok(raw)
     }
 
     /// Runs `op` on the connection in `slot`, connecting first when there is none or it is
@@ -313,9 +332,8 @@ impl PostgresStore {
         let lock_ms = millis(self.lock_timeout);
         client
             .batch_execute(&format!(
-                "BEGIN; SET LOCAL lock_timeout = '{lock_ms}ms'; \
-                 SET LOCAL statement_timeout = '{}ms'",
-                lock_ms.saturating_add(millis(STATEMENT_TIMEOUT))
+                "BEGIN; SET LOCAL lock_timeout = '{lock_ms}ms'; {}",
+                transaction_settings(self.lock_timeout.saturating_add(STATEMENT_TIMEOUT))
             ))
             .map_err(|e| failure(&self.location, "begin the lock's transaction", &e))?;
         client
@@ -359,7 +377,7 @@ impl TokenStore for PostgresStore {
             Some(slot) => slot,
             None => self.reader.lock(),
         };
-        let raw = self.with_client(&mut slot, |client| self.select(client, key, SELECT))?;
+        let raw = self.with_client(&mut slot, |client| self.read_committed(client, key))?;
         drop(slot);
         self.decode(key, raw)
     }
@@ -489,7 +507,7 @@ impl StoreLock for PostgresLock<'_> {
             };
             store.select(client, key, SELECT)?
         } else {
-            store.with_client(&mut self.slot, |client| store.select(client, key, SELECT))?
+            store.with_client(&mut self.slot, |client| store.read_committed(client, key))?
         };
         store.decode(key, raw)
     }
@@ -560,12 +578,17 @@ fn tls_connector(tls: &Tls, location: &str) -> Result<Option<MakeRustlsConnect>,
     Ok(Some(MakeRustlsConnect::new(config)))
 }
 
-/// Creates the tables, or checks their version, serialized across processes by an advisory
-/// lock.
+/// Creates the tables, or checks their version, in one transaction, serialized across
+/// processes by an advisory lock when the tables must be created or migrated. Only unnamed
+/// statements, all inside the transaction: a transaction-pooling pgbouncer (no
+/// prepared-statement support) serves it.
 fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
     let sql = |action: &'static str| move |e: ::postgres::Error| failure(location, action, &e);
-    let exists: bool = client
-        .query_one(
+    let mut tx = client.transaction().map_err(sql("begin the migration"))?;
+    tx.batch_execute(&transaction_settings(STATEMENT_TIMEOUT))
+        .map_err(sql("begin the migration"))?;
+    let exists: bool = tx
+        .query_typed_one(
             "SELECT to_regclass('chatapp_session_schema') IS NOT NULL \
                  AND to_regclass('chatapp_session_tokens') IS NOT NULL",
             &[],
@@ -573,13 +596,15 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
         .and_then(|row| row.try_get(0))
         .map_err(sql("look for the tables"))?;
     if exists
-        && check_schema_version(schema_version(client, location)?, location)? == SCHEMA_VERSION
+        && check_schema_version(schema_version(&mut tx, location)?, location)? == SCHEMA_VERSION
     {
-        return Ok(());
+        return tx.commit().map_err(sql("end the schema check"));
     }
-    let mut tx = client.transaction().map_err(sql("begin the migration"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-        .map_err(sql("take the migration lock"))?;
+    tx.query_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&SCHEMA_LOCK, Type::INT8)],
+    )
+    .map_err(sql("take the migration lock"))?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS chatapp_session_schema (version INT NOT NULL)")
         .map_err(sql("create the schema table"))?;
     // Another process may have migrated while this one waited for the lock.
@@ -587,27 +612,35 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
     for from in found..SCHEMA_VERSION {
         migrate_from(&mut tx, from, location)?;
     }
-    tx.batch_execute("DELETE FROM chatapp_session_schema")
-        .and_then(|()| {
-            tx.execute(
-                "INSERT INTO chatapp_session_schema (version) VALUES ($1)",
-                &[&SCHEMA_VERSION],
-            )
-        })
-        .map_err(sql("record the schema version"))?;
+    tx.batch_execute(&format!(
+        "DELETE FROM chatapp_session_schema; \
+         INSERT INTO chatapp_session_schema (version) VALUES ({SCHEMA_VERSION})"
+    ))
+    .map_err(sql("record the schema version"))?;
     tx.commit().map_err(sql("commit the migration"))
 }
 
 /// The highest version in `chatapp_session_schema` (0 when it is empty).
-fn schema_version(
-    client: &mut impl ::postgres::GenericClient,
-    location: &str,
-) -> Result<i32, StoreError> {
-    client
-        .query_one("SELECT max(version) FROM chatapp_session_schema", &[])
+fn schema_version(tx: &mut ::postgres::Transaction<'_>, location: &str) -> Result<i32, StoreError> {
+    tx.query_typed_one("SELECT max(version) FROM chatapp_session_schema", &[])
         .and_then(|row| row.try_get::<_, Option<i32>>(0))
         .map(Option::unwrap_or_default)
         .map_err(|e| failure(location, "read the schema version", &e))
+}
+
+/// The settings every transaction of the store makes for itself (`SET LOCAL`, never session
+/// state that a pooler would hand to another client): `statement_timeout`, the
+/// idle-in-transaction bound, and durable commits when the server has `synchronous_commit`
+/// off.
+fn transaction_settings(statement_timeout: Duration) -> String {
+    format!(
+        "SET LOCAL statement_timeout = '{}ms'; \
+         SET LOCAL idle_in_transaction_session_timeout = '{}ms'; \
+         SELECT set_config('synchronous_commit', 'on', true) \
+             WHERE current_setting('synchronous_commit') = 'off'",
+        millis(statement_timeout),
+        millis(MAX_IDLE_HOLD)
+    )
 }
 
 /// One migration step, from schema version `from` to `from + 1`.

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::types::ValueRef;
@@ -14,6 +14,7 @@ use super::fs::{
     check_private, create_parent_dirs, io_error, make_private_if_exists, open_or_create_private,
 };
 use super::schema;
+use super::wait::{Backoff, DEFAULT_LOCK_TIMEOUT};
 use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -21,9 +22,6 @@ const STORE: &str = "sqlite";
 
 /// The schema version this build creates and the newest it reads (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
-
-/// How long a lock waits for another process by default.
-const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest busy timeout SQLite accepts (`i32::MAX` milliseconds, about 24 days).
 const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
@@ -50,17 +48,18 @@ const UPSERT: &str = "INSERT INTO chatapp_tokens (store_key, record, updated_at)
 /// - [`lock`](TokenStore::lock) opens a `BEGIN IMMEDIATE` transaction, which excludes every
 ///   other writer of the database, in this process or another, and which SQLite releases if
 ///   the process dies. The lock's `save` writes the row and commits; dropping the lock without
-///   saving rolls back. While one thread of this process holds the lock, other threads' `lock`
-///   waits for it; another process's waits up to the busy timeout (10 s unless
-///   [`with_busy_timeout`](Self::with_busy_timeout) says otherwise), then fails with
-///   [`StoreError::LockTimeout`].
+///   saving rolls back. A waiter, in this process or another, waits at most the lock timeout
+///   (30 s unless [`with_lock_timeout`](Self::with_lock_timeout) says otherwise), then fails
+///   with [`StoreError::LockTimeout`]. It retries `BEGIN IMMEDIATE` in steps of at most 2 ms
+///   (not SQLite's default busy handler, which sleeps up to 100 ms at a time), so it takes the
+///   lock within about 2 ms of its release.
 /// - A row that cannot be read ([`StoreError::Corrupt`]) or was written by a newer build
 ///   ([`StoreError::UnsupportedVersion`]) is never overwritten: saves under its key are refused.
 pub struct SqliteStore {
     path: PathBuf,
     /// Where errors say the store is: `sqlite:<path>`.
     location: String,
-    busy_timeout: Duration,
+    lock_timeout: Duration,
     /// Serves [`TokenStore::load`]; in WAL mode a reader never waits for the writer.
     reader: Mutex<Connection>,
     /// Held by a [`SqliteLock`] for its whole life, inside `BEGIN IMMEDIATE`.
@@ -82,7 +81,7 @@ impl SqliteStore {
         let path = path.as_ref().to_owned();
         let location = format!("sqlite:{}", path.display());
         create_private_file(&path)?;
-        let writer = connect(&path, &location, DEFAULT_BUSY_TIMEOUT)?;
+        let writer = connect(&path, &location, DEFAULT_LOCK_TIMEOUT)?;
         let mode: String = writer
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(|e| sql_error(e, &location))?;
@@ -90,7 +89,11 @@ impl SqliteStore {
             log::warn!("{location}: SQLite refused WAL mode (journal mode {mode}); loads may wait for a lock holder");
         }
         migrate(&writer, &location)?;
-        let reader = connect(&path, &location, DEFAULT_BUSY_TIMEOUT)?;
+        // From now on the writer waits for the lock in `begin_immediate`'s short steps only.
+        writer
+            .busy_timeout(Duration::ZERO)
+            .map_err(|e| sql_error(e, &location))?;
+        let reader = connect(&path, &location, DEFAULT_LOCK_TIMEOUT)?;
         for suffix in ["-wal", "-shm"] {
             let mut side = OsString::from(path.as_os_str());
             side.push(suffix);
@@ -99,7 +102,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             location,
-            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             reader: Mutex::new(reader),
             writer: Mutex::new(writer),
             codec: RecordCodec::default(),
@@ -119,20 +122,21 @@ impl SqliteStore {
         self.codec.is_encrypting()
     }
 
-    /// Sets how long [`lock`](TokenStore::lock) (and any other statement that finds the
-    /// database locked by another process) waits before giving up; at most about 24 days.
-    ///
-    /// # Errors
-    /// [`StoreError::Backend`] when SQLite refuses the setting.
-    pub fn with_busy_timeout(mut self, timeout: Duration) -> Result<Self, StoreError> {
+    /// Sets how long [`lock`](TokenStore::lock) waits for another holder before it fails with
+    /// [`StoreError::LockTimeout`] (default 30 s; at most about 24 days), and how long a load
+    /// waits for the database when SQLite finds it busy. Keep it no shorter than the
+    /// session's HTTP timeout: a holder may wait that long for its refresh.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
         let timeout = timeout.min(MAX_BUSY_TIMEOUT);
-        for conn in [&self.reader, &self.writer] {
-            conn.lock()
-                .busy_timeout(timeout)
-                .map_err(|e| sql_error(e, &self.location))?;
+        // `sqlite3_busy_timeout` cannot fail; should it ever, loads keep the default wait.
+        if let Err(e) = self.reader.lock().busy_timeout(timeout) {
+            log::warn!(
+                "{}: cannot set the busy timeout of loads: {e}",
+                self.location
+            );
         }
-        self.busy_timeout = timeout;
-        Ok(self)
+        self.lock_timeout = timeout;
+        self
     }
 
     /// The database file's path.
@@ -140,9 +144,9 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The busy timeout in force.
-    pub fn busy_timeout(&self) -> Duration {
-        self.busy_timeout
+    /// The lock timeout in force.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// Where the record under `key` is, for errors.
@@ -177,19 +181,29 @@ impl SqliteStore {
             .map(Some)
     }
 
-    /// Starts the write transaction that is the store's lock.
-    fn begin_immediate(&self, conn: &Connection) -> Result<(), StoreError> {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
-            if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) {
-                StoreError::LockTimeout {
-                    store: STORE,
-                    location: self.location.clone(),
-                    waited: self.busy_timeout,
+    fn lock_timeout_error(&self) -> StoreError {
+        StoreError::LockTimeout {
+            store: STORE,
+            location: self.location.clone(),
+            waited: self.lock_timeout,
+        }
+    }
+
+    /// Starts the write transaction that is the store's lock, retrying in short steps while
+    /// another connection holds it, up to the lock timeout.
+    fn begin_immediate(&self, conn: &Connection, timeout: Duration) -> Result<(), StoreError> {
+        let mut backoff = Backoff::new(timeout);
+        loop {
+            match conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => return Ok(()),
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
+                    if !backoff.pause() {
+                        return Err(self.lock_timeout_error());
+                    }
                 }
-            } else {
-                sql_error(e, &self.location)
+                Err(e) => return Err(sql_error(e, &self.location)),
             }
-        })
+        }
     }
 }
 
@@ -197,7 +211,7 @@ impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
-            .field("busy_timeout", &self.busy_timeout)
+            .field("lock_timeout", &self.lock_timeout)
             .field("encrypted", &self.codec.is_encrypting())
             .finish_non_exhaustive()
     }
@@ -222,13 +236,18 @@ impl TokenStore for SqliteStore {
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
-        let conn = self.writer.lock();
+        let start = Instant::now();
+        // Another thread of this process holding the lock is waited for within the same bound.
+        let conn = self
+            .writer
+            .try_lock_for(self.lock_timeout)
+            .ok_or_else(|| self.lock_timeout_error())?;
         if !conn.is_autocommit() {
             // A transaction left open by a guard whose rollback failed: end it first.
             conn.execute_batch("ROLLBACK")
                 .map_err(|e| sql_error(e, &self.location))?;
         }
-        self.begin_immediate(&conn)?;
+        self.begin_immediate(&conn, self.lock_timeout.saturating_sub(start.elapsed()))?;
         Ok(Box::new(SqliteLock {
             store: self,
             conn,
@@ -283,7 +302,8 @@ impl StoreLock for SqliteLock<'_> {
     fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
         if !self.in_transaction {
             // A save after a save: take the lock again for it.
-            self.store.begin_immediate(&self.conn)?;
+            self.store
+                .begin_immediate(&self.conn, self.store.lock_timeout)?;
             self.in_transaction = true;
         }
         let result = self.upsert_and_commit(record);

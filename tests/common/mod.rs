@@ -228,3 +228,88 @@ pub fn refuses_corrupt<S: TokenStore + ?Sized>(
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+/// The lock timeout of the stopped-holder tests: short, so the suite stays quick.
+pub const STOPPED_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How far past its lock timeout a waiter may end (issue 9: "within its lock timeout plus 2 s").
+pub const STOPPED_SLACK: Duration = Duration::from_secs(2);
+
+/// Sends `signal` (`STOP`, `CONT`) to a child process with kill(1).
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill(1)");
+    assert!(status.success(), "kill -{signal} {} failed", child.id());
+}
+
+/// Resumes (SIGCONT), kills and reaps a stopped child when dropped, also when a check failed.
+pub struct Stopped(pub Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `holder`, a child process that holds the lock of `key` (it said so), is stopped with
+/// SIGSTOP, as Ctrl-Z or a paused VM would. Three waiters, each on a store of its own from
+/// `open` (with [`STOPPED_LOCK_TIMEOUT`]), ask for the lock at once: every one must end with
+/// `StoreError::LockTimeout` after its lock timeout and within [`STOPPED_SLACK`] more. Then
+/// the holder is resumed, killed and reaped, and the lock can be taken again.
+pub fn stopped_holder_times_out_every_waiter<S: TokenStore>(
+    holder: Child,
+    key: &StoreKey,
+    open: impl Fn() -> S + Sync,
+) {
+    let holder = Stopped(holder);
+    signal(&holder.0, "STOP");
+    let stores: Vec<S> = (0..3).map(|_| open()).collect();
+    let outcomes: Vec<(Result<(), StoreError>, Duration)> = thread::scope(|s| {
+        let waiters: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                s.spawn(move || {
+                    let asked = Instant::now();
+                    let result = store.lock(key).map(drop);
+                    (result, asked.elapsed())
+                })
+            })
+            .collect();
+        waiters.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for (result, elapsed) in &outcomes {
+        match result {
+            Err(StoreError::LockTimeout { waited, .. }) => {
+                assert_eq!(*waited, STOPPED_LOCK_TIMEOUT, "the error names the timeout")
+            }
+            other => panic!("a waiter on a stopped holder got {other:?} after {elapsed:?}"),
+        }
+        assert!(
+            *elapsed >= STOPPED_LOCK_TIMEOUT - Duration::from_millis(50),
+            "a waiter gave up after {elapsed:?}, before its lock timeout"
+        );
+        assert!(
+            *elapsed <= STOPPED_LOCK_TIMEOUT + STOPPED_SLACK,
+            "a waiter ended after {elapsed:?}: past its lock timeout plus {STOPPED_SLACK:?}"
+        );
+    }
+    drop(holder);
+    // With the holder gone, the lock is granted again.
+    let store = open();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.lock(key) {
+            Ok(_) => break,
+            Err(StoreError::LockTimeout { .. }) if Instant::now() < deadline => {}
+            Err(e) => panic!("the lock was not granted after the holder was killed: {e}"),
+        }
+    }
+}

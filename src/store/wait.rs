@@ -1,0 +1,124 @@
+//! Bounded lock waits: an exclusive file lock taken within a deadline, and the short-step
+//! back-off that every polling wait of the stores shares, so that a waiter wakes within about
+//! a millisecond of the lock's release instead of sleeping in long steps.
+
+use std::time::{Duration, Instant};
+
+/// The lock timeout of every store unless set otherwise: as long as the session's default
+/// HTTP timeout, so that a waiter never gives up while the holder may still be refreshing.
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first pause of a wait.
+const FIRST_STEP: Duration = Duration::from_micros(100);
+
+/// The longest pause of a wait: how late at most a waiter notices a released lock.
+const MAX_STEP: Duration = Duration::from_millis(2);
+
+/// Pauses of a polling wait that ends at a deadline: 0.1 ms, doubling up to 2 ms.
+pub(crate) struct Backoff {
+    deadline: Instant,
+    step: Duration,
+}
+
+impl Backoff {
+    /// A wait that may last `timeout` from now.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Backoff {
+            deadline: now
+                .checked_add(timeout)
+                .or_else(|| now.checked_add(MAX_TIMEOUT_FALLBACK))
+                .unwrap_or(now),
+            step: FIRST_STEP,
+        }
+    }
+
+    /// Sleeps for the next step and returns `true`, or returns `false` at once when the
+    /// deadline has passed. The last step is cut short at the deadline.
+    pub(crate) fn pause(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        std::thread::sleep(self.step.min(self.deadline - now));
+        self.step = (self.step * 2).min(MAX_STEP);
+        true
+    }
+}
+
+/// Used when `now + timeout` does not fit an `Instant`: a timeout of about a century is as
+/// good as none, and still a bound.
+const MAX_TIMEOUT_FALLBACK: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Takes the exclusive advisory lock on `file` (`flock` on Unix, `LockFileEx` on Windows),
+/// waiting at most `timeout` for another holder (in this process or another).
+///
+/// Returns `Ok(false)` when the lock was not granted in time.
+///
+/// # Errors
+/// The operating system's error when the lock cannot be taken for another reason.
+#[cfg(any(feature = "file", feature = "keyring"))]
+pub(crate) fn lock_file_within(file: &std::fs::File, timeout: Duration) -> std::io::Result<bool> {
+    use std::fs::TryLockError;
+
+    let mut backoff = Backoff::new(timeout);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(TryLockError::WouldBlock) => {
+                if !backoff.pause() {
+                    return Ok(false);
+                }
+            }
+            Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backoff_ends_at_its_deadline_in_short_steps() {
+        let start = Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(30));
+        let mut pauses = 0;
+        while backoff.pause() {
+            pauses += 1;
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 ms, then 2 ms steps: at least a dozen pauses in 30 ms.
+        assert!(pauses >= 12, "{pauses} pauses");
+        assert!(!Backoff::new(Duration::ZERO).pause());
+        // A huge timeout is a far deadline, not a panic.
+        assert!(Backoff::new(Duration::MAX).pause());
+    }
+
+    #[cfg(feature = "file")]
+    #[test]
+    fn a_file_lock_held_elsewhere_times_out_and_is_granted_once_released() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let path = dir.path().join("l");
+        let open = || std::fs::File::create(&path).unwrap_or_else(|e| panic!("open: {e}"));
+        let (holder, waiter) = (open(), open());
+        assert!(matches!(
+            lock_file_within(&holder, Duration::ZERO),
+            Ok(true)
+        ));
+        let start = Instant::now();
+        assert!(matches!(
+            lock_file_within(&waiter, Duration::from_millis(50)),
+            Ok(false)
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        drop(holder);
+        assert!(matches!(
+            lock_file_within(&waiter, Duration::ZERO),
+            Ok(true)
+        ));
+    }
+}
