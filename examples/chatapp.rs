@@ -1,14 +1,16 @@
 //! `chatapp`: a command-line client that keeps a ChatApp session in a store.
 //!
 //! ```text
-//! chatapp [--base-url URL] [--store SPEC] [--timeout SECS] [--lock-timeout SECS] <command>
-//!   login | status | token | call METHOD PATH [--json BODY] | logout
+//! chatapp [--base-url URL] [--store SPEC] [--timeout SECS] [--lock-timeout SECS] [--account EMAIL:APPID] <command>
+//!   login | status | token | call METHOD PATH [--json BODY] | logout | accounts
 //! ```
 //! Credentials come from `CHATAPP_EMAIL`, `CHATAPP_PASSWORD` and `CHATAPP_APP_ID`;
 //! `CHATAPP_BASE_URL` overrides the default base URL, `--base-url` overrides both.
 //! `--timeout` bounds each HTTP exchange (default 30 s); `--lock-timeout` bounds the wait for
 //! another process's refresh (default 30 s, or `--timeout` when that is longer; never shorter
 //! than `--timeout`), then exit 6.
+//! Without `CHATAPP_EMAIL` and `CHATAPP_APP_ID`, status/token/call/logout use the one account
+//! stored for the base URL (several: exit 2 naming them; choose with `--account`).
 //! `CHATAPP_STORE_KEY` (base64 of 32 bytes | `keyring:SERVICE` | `file:PATH`) encrypts the
 //! `file:`, `sqlite:` and `postgres:` stores (feature `encryption`); a PostgreSQL password is
 //! best given by `PGPASSWORD` or a `0600` password file, not in the `--store` conninfo.
@@ -18,6 +20,7 @@
 use std::env;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatapp_session::store::{StoreKey, TokenStore};
@@ -28,13 +31,16 @@ use serde_json::{json, Value};
 mod logging;
 use logging::init_logging;
 
-const USAGE: &str = "usage: chatapp [--base-url URL] [--store SPEC] [--timeout SECS] [--lock-timeout SECS] <command>
+const USAGE: &str = "usage: chatapp [--base-url URL] [--store SPEC] [--timeout SECS] [--lock-timeout SECS] [--account EMAIL:APPID] <command>
 commands:
   login                            tokens.make with CHATAPP_EMAIL, CHATAPP_PASSWORD, CHATAPP_APP_ID; save the pair
   status                           what is stored, as one JSON object (no secrets)
   token                            print a usable access token
   call METHOD PATH [--json BODY]   authenticated request; print the reply's data as JSON
   logout                           delete the stored pair (the quota ledger stays)
+  accounts                         the accounts stored for the base URL, as JSON (no secrets)
+Without CHATAPP_EMAIL and CHATAPP_APP_ID, status/token/call/logout use the one account
+stored for the base URL; with several, choose one with --account EMAIL:APPID.
 SPEC: memory | file:PATH | sqlite:PATH | keyring:SERVICE | postgres:CONNINFO
       (default: file in the user's config dir)
 --timeout SECS       bound on each HTTP exchange (default 30)
@@ -92,6 +98,7 @@ enum Command {
         body: Option<Value>,
     },
     Logout,
+    Accounts,
 }
 
 struct Options {
@@ -99,6 +106,8 @@ struct Options {
     store: Option<String>,
     timeout: Option<Duration>,
     lock_timeout: Option<Duration>,
+    /// `--account EMAIL:APPID`.
+    account: Option<(String, String)>,
     command: Command,
 }
 
@@ -126,6 +135,7 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
     let mut store = None;
     let mut timeout = None;
     let mut lock_timeout = None;
+    let mut account = None;
     let mut json_body: Option<String> = None;
     let mut words = Vec::new();
     let mut it = args.iter();
@@ -143,6 +153,16 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
                 lock_timeout = Some(seconds("--lock-timeout", &value("--lock-timeout")?)?)
             }
             "--json" => json_body = Some(value("--json")?),
+            "--account" => {
+                let text = value("--account")?;
+                let parsed = text
+                    .rsplit_once(':')
+                    .filter(|(e, a)| !e.is_empty() && !a.is_empty())
+                    .map(|(e, a)| (e.to_owned(), a.to_owned()));
+                account = Some(parsed.ok_or_else(|| {
+                    Failure::usage(format!("--account {text:?} is not EMAIL:APPID"))
+                })?);
+            }
             "-h" | "--help" => {
                 return Err(Failure {
                     code: 0,
@@ -165,6 +185,7 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
         ["status"] => Command::Status,
         ["token"] => Command::Token,
         ["logout"] => Command::Logout,
+        ["accounts"] => Command::Accounts,
         ["call", method, path] => {
             if !path.starts_with('/') {
                 return Err(Failure::usage(format!("PATH {path:?} must start with /")));
@@ -210,6 +231,7 @@ fn parse_args(args: &[String]) -> Result<Options, Failure> {
         store,
         timeout,
         lock_timeout,
+        account,
         command,
     })
 }
@@ -330,7 +352,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
     let base_url = options
         .base_url
         .or_else(|| env_nonempty("CHATAPP_BASE_URL"))
-        .unwrap_or_else(|| chatapp_session::transport::DEFAULT_BASE_URL.to_owned());
+        .unwrap_or_else(|| "https://api.chatapp.online".to_owned());
     let base_url = base_url.trim_end_matches('/').to_owned();
     let email = env_nonempty("CHATAPP_EMAIL");
     let app_id = env_nonempty("CHATAPP_APP_ID");
@@ -340,16 +362,36 @@ fn run(args: &[String]) -> Result<(), Failure> {
         .lock_timeout
         .unwrap_or_else(|| DEFAULT_LOCK_TIMEOUT.max(options.timeout.unwrap_or(DEFAULT_TIMEOUT)));
     let (store, encrypted) = open_store(options.store.as_deref(), lock_timeout)?;
-    let mut builder = Session::builder().base_url(base_url.as_str()).store(store);
-    if let (Some(e), Some(p), Some(a)) = (&email, password, &app_id) {
+    let store: Arc<dyn TokenStore> = Arc::from(store);
+    if let Command::Accounts = options.command {
+        return print_accounts(store.as_ref(), &base_url);
+    }
+    let from_env = email.clone().zip(app_id.clone());
+    if let (Command::Login, Some(chosen), Some(env)) =
+        (&options.command, &options.account, &from_env)
+    {
+        if chosen != env {
+            return Err(Failure::usage(
+                "--account names another account than CHATAPP_EMAIL and CHATAPP_APP_ID",
+            ));
+        }
+    }
+    let mut builder = Session::builder()
+        .base_url(base_url.as_str())
+        .store(Arc::clone(&store));
+    let same_account = options.account.is_none() || options.account == from_env;
+    if let (Some(e), Some(p), Some(a), true) = (&email, password, &app_id, same_account) {
         // The session derives the account's key, and finds a record an earlier version saved
         // under its old key.
         builder = builder.credentials(Credentials::new(e.as_str(), p, a.as_str()));
     } else {
-        // The key names the account even when the password is not at hand (status, logout).
-        let key = match (&email, &app_id) {
-            (Some(e), Some(a)) => StoreKey::for_account(&base_url, e, a),
-            _ => StoreKey::for_base_url(&base_url),
+        // The key names the account even when the password is not at hand (status, logout);
+        // without one in the environment, the one account stored for the base URL.
+        let key = match options.account.as_ref().or(from_env.as_ref()) {
+            Some((e, a)) => StoreKey::for_account(&base_url, e, a),
+            None if matches!(options.command, Command::Login) => StoreKey::for_base_url(&base_url),
+            None => the_stored_account(store.as_ref(), &base_url)?
+                .unwrap_or_else(|| StoreKey::for_base_url(&base_url)),
         };
         builder = builder.store_key(key.as_str());
     }
@@ -398,6 +440,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
             println!("{data}");
         }
         Command::Logout => session.logout()?,
+        Command::Accounts => {}
     }
     // The result is out; a pair the server gave that the store refused is still lost to the
     // next run: say so, and exit 6.
@@ -409,6 +452,63 @@ fn run(args: &[String]) -> Result<(), Failure> {
                 .to_owned(),
         });
     }
+    Ok(())
+}
+
+/// The accounts stored for `base_url`: (key, email, appId), in key order.
+fn accounts_of(
+    store: &dyn TokenStore,
+    base_url: &str,
+) -> Result<Vec<(StoreKey, String, String)>, Failure> {
+    let keys = store.keys().map_err(Error::from)?;
+    Ok(keys
+        .into_iter()
+        .filter_map(|key| {
+            let (base, email, app_id) = key.account_parts()?;
+            (base == base_url).then_some((key, email, app_id))
+        })
+        .collect())
+}
+
+/// The one account with a pair stored for `base_url`, if there is exactly one; a usage
+/// failure naming them when there are several.
+fn the_stored_account(store: &dyn TokenStore, base_url: &str) -> Result<Option<StoreKey>, Failure> {
+    let mut found = Vec::new();
+    for (key, email, app_id) in accounts_of(store, base_url)? {
+        if store
+            .load(&key)
+            .map_err(Error::from)?
+            .is_some_and(|r| r.pair.is_some())
+        {
+            found.push((key, format!("{email}:{app_id}")));
+        }
+    }
+    if found.len() > 1 {
+        let names: Vec<String> = found.into_iter().map(|(_, name)| name).collect();
+        return Err(Failure::usage(format!(
+            "several accounts are stored for {base_url}: {}; choose one with --account EMAIL:APPID",
+            names.join(", ")
+        )));
+    }
+    Ok(found.pop().map(|(key, _)| key))
+}
+
+/// `chatapp accounts`: one JSON array on stdout, no secrets.
+fn print_accounts(store: &dyn TokenStore, base_url: &str) -> Result<(), Failure> {
+    let mut listed = Vec::new();
+    for (key, email, app_id) in accounts_of(store, base_url)? {
+        let record = store.load(&key).map_err(Error::from)?.unwrap_or_default();
+        let pair = record.pair.as_ref();
+        listed.push(json!({
+            "email": email,
+            "app_id": app_id,
+            "stored": pair.is_some(),
+            "access_expires_at": pair.map(|p| p.access_expires_at),
+            "refresh_expires_at": pair.map(|p| p.refresh_expires_at),
+            "cabinet_user_id": pair.map(|p| p.cabinet_user_id),
+        }));
+    }
+    println!("{}", Value::Array(listed));
     Ok(())
 }
 

@@ -13,7 +13,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
 
 /// The system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     #[inline]
@@ -31,10 +31,15 @@ fn unix_secs(time: SystemTime) -> i64 {
     }
 }
 
-/// A clock that moves only when told to; clones share one time. For tests.
+/// A clock that moves only when told to; clones share one time. For tests: give a clone to
+/// [`SessionBuilder::clock`](crate::SessionBuilder::clock) and to
+/// [`FakeChatAppBuilder::clock`](crate::testing::FakeChatAppBuilder::clock), and both move
+/// together.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone, Debug, Default)]
 pub struct ManualClock(Arc<AtomicI64>);
 
+#[cfg(any(test, feature = "testing"))]
 impl ManualClock {
     /// A clock that reads `now` until it is moved.
     pub fn new(now: i64) -> Self {
@@ -52,6 +57,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
         self.0.load(Ordering::SeqCst)

@@ -327,6 +327,16 @@ pub enum Error {
     /// The session was configured in a way it cannot work with.
     #[error("configuration: {0}")]
     Config(String),
+    /// A call's path was refused before anything was sent: it must start with `/` and could
+    /// otherwise change the scheme, host or port of the base URL (no control character, `\\`
+    /// or `@`).
+    #[error("path {path} refused: {reason}")]
+    InvalidPath {
+        /// The path, escaped and cut to 80 characters.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
 }
 
 impl Error {

@@ -31,6 +31,13 @@
 //! ```
 //! [`Session`] is `Send + Sync` and cheap to clone; share one per account.
 //!
+//! Beyond JSON: [`Session::request_json`] reads the reply's `data` as your type;
+//! [`Session::call`] sends a [`Call`] of any shape (a multipart [`Form`], a raw body, a binary
+//! download) under the same one-retry rule and returns the [`Reply`]; an HTTP client of your
+//! own gets its token from [`Session::access_token`] and reports a refusal with
+//! [`Session::invalidate`] (or runs through [`Session::with_token`]). [`SessionBuilder::on_event`]
+//! tells the application about each new pair ([`Event`]), e.g. to re-authorize a push socket.
+//!
 //! ## Error handling
 //! Every failure is an [`Error`] variant: the server's refusals keep its status, code and
 //! message ([`ApiError`]); the quota, protocol, timeout, network and storage failures are
@@ -39,7 +46,8 @@
 //! ## Features
 //! `memory` (default): [`store::MemoryStore`]. `file`: `store::FileStore`. `sqlite`:
 //! `store::SqliteStore`. `keyring`: `store::KeyringStore` (the OS keyring). `postgres`:
-//! `store::PostgresStore`. `testing`: `testing::FakeChatApp` and `store::conformance`.
+//! `store::PostgresStore`. `testing`: `testing::FakeChatApp`, `testing::ManualClock` and
+//! `store::conformance`.
 //!
 //! ## Logging
 //! The crate logs through [`log`](https://docs.rs/log): `info` for refreshes and makes,
@@ -53,16 +61,24 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod clock;
+mod call;
+mod clock;
 mod error;
-pub mod policy;
+mod events;
+mod policy;
+#[cfg(all(test, feature = "file"))]
+mod proptests;
 mod session;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod token;
-pub mod transport;
+mod transport;
 
+pub use call::{Body, Call, Form, FormPart, Reply};
+pub use clock::Clock;
 pub use error::{ApiError, Delivery, EncryptionProblem, Endpoint, Error, Result, StoreError};
-pub use session::{Session, SessionBuilder, Status};
+pub use events::Event;
+pub use session::{Attempt, Session, SessionBuilder, Status};
 pub use token::{AccessToken, Credentials, Password, RefreshToken, TokenPair};
+pub use transport::Transport;

@@ -8,14 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::call::{Call, Reply};
 use crate::clock::{Clock, Deadline, SessionClock};
 use crate::error::{ApiError, Delivery, Endpoint, Error, Result};
+use crate::events::{Event, Events, Hook, QUOTA_LOW_BELOW};
 use crate::policy::{self, Action, Blocked, Policy, Refusal, Situation};
 use crate::store::{MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::token::{AccessToken, Credentials, TokenPair};
-use crate::transport::{Transport, TransportConfig, UreqTransport, DEFAULT_BASE_URL};
+use crate::transport::{
+    check_path, data_as, Transport, TransportConfig, UreqTransport, DEFAULT_BASE_URL,
+};
 
 /// A ChatApp session: cheap to clone (clones share one state), `Send + Sync`.
 ///
@@ -62,6 +68,20 @@ struct Inner {
     offline: Mutex<Option<Offline>>,
     /// How long a tokens.make may be on its way: the HTTP timeout and a margin (seconds).
     lease_secs: i64,
+    /// The access token last reported refused ([`Session::invalidate`]), until a fresh one
+    /// replaces it.
+    refused: Mutex<Option<AccessToken>>,
+    /// The application's event hook and the events waiting for it.
+    events: Events,
+}
+
+/// What a call made with a token (see [`Session::with_token`]) came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt<T> {
+    /// The server took the token (whatever else it said).
+    Done(T),
+    /// The server refused the token (`ApiInvalidTokenError`, a bare 401, ...).
+    Refused(T),
 }
 
 /// tokens.make attempts in a row that failed before anything was sent.
@@ -125,7 +145,7 @@ pub struct Status {
 
 impl Session {
     /// A builder with the defaults: the real ChatApp base URL, a [`MemoryStore`], no
-    /// credentials, a 30 s timeout, the default [`Policy`].
+    /// credentials, a 30 s timeout, the default policy numbers (see the builder's setters).
     pub fn builder() -> SessionBuilder {
         SessionBuilder::default()
     }
@@ -141,7 +161,76 @@ impl Session {
         if let Some(access) = self.inner.cached() {
             return Ok(access);
         }
-        self.inner.obtain(None)
+        self.inner.fresh()
+    }
+
+    /// Reports that the server refused `token`, e.g. to a call made with an HTTP client of
+    /// your own. The next [`access_token`](Self::access_token) gets a fresh one under the
+    /// single flight (a refresh first; tokens.make only as the policy allows), however many
+    /// threads report the same token. A token already replaced is ignored.
+    pub fn invalidate(&self, token: &AccessToken) {
+        self.inner.report_refused(token, None);
+        self.inner.events.deliver();
+    }
+
+    /// Runs `call` with a usable token; when it reports [`Attempt::Refused`], reports the
+    /// token refused ([`invalidate`](Self::invalidate)), gets a fresh one and runs `call`
+    /// once more. For calls made with another HTTP client:
+    ///
+    /// ```no_run
+    /// # use chatapp_session::{Attempt, Session};
+    /// # fn get(url: &str, token: &str) -> (u16, String) { (200, String::new()) }
+    /// # let session = Session::builder().build()?;
+    /// let outcome = session.with_token(|token| {
+    ///     let (status, body) = get("https://api.chatapp.online/v1/licenses", token.expose_secret());
+    ///     if status == 401 { Attempt::Refused(body) } else { Attempt::Done(body) }
+    /// })?;
+    /// match outcome {
+    ///     Attempt::Done(body) => println!("{body}"),
+    ///     Attempt::Refused(_) => eprintln!("a fresh token was refused too"),
+    /// }
+    /// # Ok::<(), chatapp_session::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`access_token`](Self::access_token); what `call` returns is its own.
+    pub fn with_token<T>(
+        &self,
+        mut call: impl FnMut(&AccessToken) -> Attempt<T>,
+    ) -> Result<Attempt<T>> {
+        let token = self.access_token()?;
+        match call(&token) {
+            Attempt::Refused(_) => {}
+            done => return Ok(done),
+        }
+        self.invalidate(&token);
+        let fresh = self.access_token()?;
+        Ok(call(&fresh))
+    }
+
+    /// Sends with a usable token; on a refusal of the token itself, reports it, gets a fresh
+    /// one and sends once more. The path is checked before anything is sent.
+    fn retrying<T>(
+        &self,
+        path: &str,
+        mut send: impl FnMut(&AccessToken) -> Result<T>,
+    ) -> Result<T> {
+        check_path(path)?;
+        let token = self.access_token()?;
+        let refusal = match send(&token) {
+            Err(Error::Api(refusal)) if policy::classify(&refusal) == Refusal::InvalidToken => {
+                refusal
+            }
+            Err(Error::Api(refusal)) => return Err(refused(refusal, None)),
+            other => return other,
+        };
+        log::info!("{path}: the server refused the access token ({refusal}); getting a fresh one");
+        self.inner.report_refused(&token, Some(refusal.status));
+        let fresh = self.inner.fresh()?;
+        match send(&fresh) {
+            Err(Error::Api(again)) => Err(refused(again, None)),
+            other => other,
+        }
     }
 
     /// An authenticated call: `method` on `path` (e.g. `GET /v1/licenses`), with `body` as
@@ -153,22 +242,64 @@ impl Session {
     /// [`Error::RateLimited`] or [`Error::Server`] with the server's code and message, the
     /// transport's errors, and those of [`access_token`](Self::access_token).
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let token = self.access_token()?;
-        let refusal = match self.inner.transport.send(&token, method, path, body) {
-            Err(Error::Api(refusal)) if policy::classify(&refusal) == Refusal::InvalidToken => {
-                refusal
-            }
-            Err(Error::Api(refusal)) => return Err(refused(refusal, None)),
-            other => return other,
-        };
-        log::info!(
-            "{method} {path}: the server refused the access token ({refusal}); getting a fresh one"
-        );
-        let fresh = self.inner.obtain(Some(&token))?;
-        match self.inner.transport.send(&fresh, method, path, body) {
-            Err(Error::Api(again)) => Err(refused(again, None)),
-            other => other,
-        }
+        self.retrying(path, |token| {
+            self.inner.transport.send(token, method, path, body)
+        })
+    }
+
+    /// [`request`](Self::request) with typed JSON: `body` is sent as JSON and the reply's
+    /// `data` is read as `T`.
+    ///
+    /// ```no_run
+    /// # use chatapp_session::Session;
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(rename_all = "camelCase")]
+    /// struct License { license_id: i64 }
+    ///
+    /// # let session = Session::builder().build()?;
+    /// let licenses = session.request_json::<Vec<License>, ()>("GET", "/v1/licenses", None)?;
+    /// # Ok::<(), chatapp_session::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`request`](Self::request); [`Error::Protocol`] naming `T` when `data` does
+    /// not have its shape (its status is then 200, standing for the 2xx the reply had);
+    /// [`Error::Config`] when `body` cannot be written as JSON.
+    pub fn request_json<T, B>(&self, method: &str, path: &str, body: Option<&B>) -> Result<T>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| Error::Config(format!("the body cannot be written as JSON: {e}")))?;
+        let data = self.request(method, path, body.as_ref())?;
+        data_as(200, data)
+    }
+
+    /// A call of any shape (a multipart upload, a raw body, a binary download), under the
+    /// same rule as [`request`](Self::request): on `ApiInvalidTokenError` (whatever the
+    /// status) or a bare 401 the session gets a fresh token and sends the call once more.
+    /// Returns the reply as it came when the server accepted it.
+    ///
+    /// ```no_run
+    /// # use chatapp_session::{Call, Form, Session};
+    /// # let session = Session::builder().build()?;
+    /// let path = "/v1/licenses/37233/messengers/grWhatsApp/chats/79001234567/messages/file";
+    /// let form = Form::new()
+    ///     .file("file", "photo.png", "image/png", std::fs::read("photo.png").unwrap_or_default())
+    ///     .text("fileName", "photo.png")
+    ///     .text("caption", "Look");
+    /// let sent: serde_json::Value = session.call(&Call::new("POST", path).form(form))?.data()?;
+    /// # Ok::<(), chatapp_session::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`request`](Self::request) (a reply with the ChatApp error envelope, or any
+    /// non-2xx status, is an error); [`Error::Config`] when the transport cannot send calls.
+    pub fn call(&self, call: &Call) -> Result<Reply> {
+        self.retrying(call.path(), |token| self.inner.transport.call(token, call))
     }
 
     /// Sends tokens.make now and saves the new pair, whatever is stored (within the quota).
@@ -179,6 +310,13 @@ impl Session {
     /// [`Error::CredentialsRequired`] without credentials, [`Error::QuotaExhausted`],
     /// [`Error::InvalidCredentials`], the transport's and the store's errors.
     pub fn login(&self) -> Result<()> {
+        let made = self.login_locked();
+        self.inner.events.deliver();
+        made
+    }
+
+    /// [`login`](Self::login) under both locks.
+    fn login_locked(&self) -> Result<()> {
         let Some(credentials) = &self.inner.credentials else {
             return Err(Error::CredentialsRequired);
         };
@@ -249,9 +387,14 @@ impl Session {
     ///
     /// # Errors
     /// Those of [`access_token`](Self::access_token) and the transport's.
+    /// A `false` reports the token refused, as [`invalidate`](Self::invalidate) does.
     pub fn check(&self) -> Result<bool> {
         let token = self.access_token()?;
-        self.inner.transport.check(&token)
+        let works = self.inner.transport.check(&token)?;
+        if !works {
+            self.invalidate(&token);
+        }
+        Ok(works)
     }
 
     /// The key this session's record has in its store.
@@ -330,6 +473,42 @@ fn merge_unsaved(mut stored: StoredRecord, mine: StoredRecord) -> StoredRecord {
 }
 
 impl Inner {
+    /// Queues `event` for the application's hook; it is delivered once the session's locks
+    /// are released.
+    fn emit(&self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// The slow path of [`Session::access_token`]: past a token reported refused, if any.
+    fn fresh(&self) -> Result<AccessToken> {
+        let refused = self.refused.lock().clone();
+        let result = self.obtain(refused.as_ref());
+        if let (Ok(token), Some(refused)) = (&result, &refused) {
+            let mut slot = self.refused.lock();
+            if token != refused && slot.as_ref() == Some(refused) {
+                *slot = None;
+            }
+        }
+        self.events.deliver();
+        result
+    }
+
+    /// Marks `token` refused, unless another is already in use.
+    fn report_refused(&self, token: &AccessToken, status: Option<u16>) {
+        let mut current = self.current.lock();
+        if current.as_ref().is_some_and(|c| c.access != *token) {
+            return; // already replaced
+        }
+        *current = None;
+        drop(current);
+        let mut refused = self.refused.lock();
+        if refused.as_ref() != Some(token) {
+            *refused = Some(token.clone());
+            drop(refused);
+            self.emit(Event::TokenRejected { status });
+        }
+    }
+
     /// The cached access token if it is still usable: the hot path.
     #[inline]
     fn cached(&self) -> Option<AccessToken> {
@@ -387,6 +566,9 @@ impl Inner {
             }
             Err(e) => {
                 log::warn!("the new pair is still not saved ({e}); it stays in use from memory");
+                self.emit(Event::SaveFailed {
+                    error: e.to_string(),
+                });
                 self.set_unsaved(Some(record.clone()));
             }
         }
@@ -444,7 +626,7 @@ impl Inner {
                     if Some(&pair.access) != rejected
                         && self.policy.usable(now, pair, record.issued_at)
                     {
-                        return Ok(self.adopt(&record, pair));
+                        return Ok(self.adopt_stored(&record, pair));
                     }
                 }
             }
@@ -463,7 +645,7 @@ impl Inner {
                 cooldown: record.make_cooldown.as_ref(),
             };
             let refresh = match self.policy.decide(&situation) {
-                Action::Use(pair) => return Ok(self.adopt(&record, pair)),
+                Action::Use(pair) => return Ok(self.adopt_stored(&record, pair)),
                 Action::Refresh(refresh) => refresh.clone(),
                 Action::Make(credentials) => {
                     let mut record = record.clone();
@@ -493,7 +675,7 @@ impl Inner {
                         "tokens.refresh: new pair (access ends at {})",
                         pair.access_expires_at
                     );
-                    return Ok(self.keep(guard.as_mut(), record, pair));
+                    return Ok(self.keep(guard.as_mut(), record, pair, Obtained::Refreshed));
                 }
                 Err(Error::Api(refusal)) => {
                     if matches!(
@@ -565,7 +747,17 @@ impl Inner {
                     pair.access_expires_at
                 );
                 record.make_cooldown = None;
-                return Ok(self.keep(guard, record, pair));
+                let quota = self
+                    .policy
+                    .quota(now, &record.makes, record.make_cooldown.as_ref());
+                let token = self.keep(guard, record, pair, Obtained::Made);
+                if quota.allowed.saturating_sub(quota.used) < QUOTA_LOW_BELOW {
+                    self.emit(Event::QuotaLow {
+                        used: quota.used,
+                        allowed: quota.allowed,
+                    });
+                }
+                return Ok(token);
             }
             Err(error) => error,
         };
@@ -653,6 +845,9 @@ impl Inner {
             Ok(()) => self.set_unsaved(None),
             Err(e) if must_keep => {
                 log::warn!("could not save ({e}); keeping it in memory and saving it again at the next call");
+                self.emit(Event::SaveFailed {
+                    error: e.to_string(),
+                });
                 self.set_unsaved(Some(record.clone()));
             }
             Err(e) => log::warn!("could not update the make ledger ({e})"),
@@ -663,18 +858,35 @@ impl Inner {
     /// saved before it is used. If the save fails, the pair is used from memory all the same
     /// and saved again at the next call: the server has already rotated, so dropping it would
     /// cost a make.
+    /// The application hears of it (`how`) after the save, or after [`Event::SaveFailed`].
     fn keep(
         &self,
         guard: &mut dyn StoreLock,
         mut record: StoredRecord,
         pair: TokenPair,
+        how: Obtained,
     ) -> AccessToken {
         record.server_offset = self.transport.server_offset().or(record.server_offset);
         record.issued_at = Some(self.server_now(record.server_offset));
         self.policy.prune(&mut record.makes);
         record.pair = Some(pair.clone());
         self.save_or_keep(guard, &record, true);
+        self.emit(how.event(&pair));
         self.adopt(&record, &pair)
+    }
+
+    /// [`adopt`](Self::adopt) for a pair found in the store, told as [`Event::Adopted`]
+    /// unless it is the one in use already.
+    fn adopt_stored(&self, record: &StoredRecord, pair: &TokenPair) -> AccessToken {
+        let known = self
+            .current
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.access == pair.access);
+        if !known {
+            self.emit(Obtained::Adopted.event(pair));
+        }
+        self.adopt(record, pair)
     }
 
     /// Makes `pair` (of `record`) the one in use until the policy says otherwise.
@@ -712,6 +924,41 @@ fn take_back(makes: &mut Vec<i64>, at: i64) {
     }
 }
 
+/// How the session came by a pair, for its [`Event`].
+#[derive(Clone, Copy)]
+enum Obtained {
+    Made,
+    Refreshed,
+    Adopted,
+}
+
+impl Obtained {
+    fn event(self, pair: &TokenPair) -> Event {
+        let (access_expires_at, refresh_expires_at, cabinet_user_id) = (
+            pair.access_expires_at,
+            pair.refresh_expires_at,
+            pair.cabinet_user_id,
+        );
+        match self {
+            Obtained::Made => Event::Made {
+                access_expires_at,
+                refresh_expires_at,
+                cabinet_user_id,
+            },
+            Obtained::Refreshed => Event::Refreshed {
+                access_expires_at,
+                refresh_expires_at,
+                cabinet_user_id,
+            },
+            Obtained::Adopted => Event::Adopted {
+                access_expires_at,
+                refresh_expires_at,
+                cabinet_user_id,
+            },
+        }
+    }
+}
+
 /// Configures a [`Session`]. Every setting is optional.
 #[must_use]
 pub struct SessionBuilder {
@@ -722,6 +969,7 @@ pub struct SessionBuilder {
     config: TransportConfig,
     policy: Policy,
     clock: Option<Arc<dyn Clock>>,
+    hook: Option<Hook>,
 }
 
 impl Default for SessionBuilder {
@@ -734,6 +982,7 @@ impl Default for SessionBuilder {
             config: TransportConfig::new(DEFAULT_BASE_URL),
             policy: Policy::default(),
             clock: None,
+            hook: None,
         }
     }
 }
@@ -779,8 +1028,9 @@ impl SessionBuilder {
 
     /// Bound on each HTTP exchange, from the name lookup to the reply's last byte (default
     /// 30 s): a server that stalls or trickles its reply is cut off within it. Half of it is
-    /// the longest wait for the reply to begin;
-    /// [`TransportConfig::timeout`](crate::transport::TransportConfig::timeout) gives the split.
+    /// the longest wait for the reply to begin. The split among the exchange's phases: name
+    /// lookup 1/10, connect 1/10, request headers 1/20, request body 1/10, waiting for the
+    /// reply's headers 1/2, reply body 3/20.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
         self
@@ -806,12 +1056,6 @@ impl SessionBuilder {
         self
     }
 
-    /// The refresh policy's numbers (margins, make limit and reserve).
-    pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Tokens are treated as ended this long before their end time (default 60 s).
     pub fn expiry_margin(mut self, margin: Duration) -> Self {
         self.policy.expiry_margin_secs = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
@@ -830,8 +1074,53 @@ impl SessionBuilder {
         self
     }
 
-    /// The clock (default [`SystemClock`](crate::clock::SystemClock)); tests pass a
-    /// [`ManualClock`](crate::clock::ManualClock).
+    /// Refresh on use once the refresh token has less than this left (default one day), so
+    /// that an application in use never falls back to tokens.make.
+    pub fn refresh_ahead(mut self, ahead: Duration) -> Self {
+        self.policy.refresh_ahead_secs = i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// How long tokens.make is not asked again after the server refused it with HTTP 429
+    /// (default one hour); it doubles with each further 429, up to
+    /// [`make_cooldown_max`](Self::make_cooldown_max).
+    pub fn make_cooldown(mut self, cooldown: Duration) -> Self {
+        self.policy.make_cooldown_secs = i64::try_from(cooldown.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// The longest cooldown after repeated 429s on tokens.make (default 24 h).
+    pub fn make_cooldown_max(mut self, cooldown: Duration) -> Self {
+        self.policy.make_cooldown_max_secs = i64::try_from(cooldown.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Calls `hook` with every [`Event`]: a new pair made, refreshed or taken from the store,
+    /// a token refused, a failed save, a low make quota. The hook runs on the thread that
+    /// caused the event, after the store was updated and outside the session's locks (it may
+    /// use the session); keep it short.
+    ///
+    /// ```
+    /// use chatapp_session::{Event, Session};
+    ///
+    /// let session = Session::builder()
+    ///     .on_event(|event| match event {
+    ///         Event::Made { access_expires_at, .. } | Event::Refreshed { access_expires_at, .. } => {
+    ///             println!("new access token until {access_expires_at}: re-authorize the socket");
+    ///         }
+    ///         Event::SaveFailed { error, .. } => eprintln!("the token store failed: {error}"),
+    ///         _ => {}
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), chatapp_session::Error>(())
+    /// ```
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// The clock (default: the system's); tests pass a `testing::ManualClock` shared with
+    /// their `FakeChatApp`.
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -891,6 +1180,8 @@ impl SessionBuilder {
                 dirty: AtomicBool::new(false),
                 offline: Mutex::new(None),
                 lease_secs,
+                refused: Mutex::new(None),
+                events: Events::new(self.hook),
             }),
         })
     }

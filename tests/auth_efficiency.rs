@@ -14,11 +14,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use chatapp_session::clock::{Clock, ManualClock};
 use chatapp_session::store::TokenStore;
+use chatapp_session::testing::ManualClock;
 use chatapp_session::testing::{
     Counters, FakeChatApp, Rotation, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
 };
+use chatapp_session::Clock;
 use chatapp_session::{Credentials, Session};
 
 const HOUR: i64 = 3_600;

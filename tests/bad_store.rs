@@ -173,7 +173,8 @@ fn insecure_modes_are_refused(
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
-    use chatapp_session::store::{encode_record, SqliteStore, StoredRecord};
+    use chatapp_session::store::{SqliteStore, StoredRecord};
+    use chatapp_session::testing::encode_record;
     use std::path::Path;
 
     fn row(path: &Path, key: &str) -> String {

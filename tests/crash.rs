@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chatapp_session::clock::ManualClock;
 use chatapp_session::store::{StoreKey, StoredRecord, TokenStore};
+use chatapp_session::testing::ManualClock;
 use chatapp_session::testing::{
     FakeChatApp, Fault, Route, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
 };

@@ -523,7 +523,7 @@ fn a_day_kills_the_access_token_with_the_configured_status() {
 
 #[test]
 fn custom_lifetimes_and_a_shared_clock() {
-    let clock = chatapp_session::clock::ManualClock::new(1_000_000);
+    let clock = chatapp_session::testing::ManualClock::new(1_000_000);
     let fake = start_with(
         FakeChatApp::builder()
             .clock(clock.clone())
@@ -964,10 +964,10 @@ fn the_builders_debug_shows_no_password() {
     // The account still works.
     let fake = builder.start().unwrap();
     assert_eq!(fake.credentials().password().expose_secret(), "pw-SECRET-1");
-    let transport = chatapp_session::transport::UreqTransport::new(
-        chatapp_session::transport::TransportConfig::new(fake.base_url()),
-    )
-    .unwrap();
-    use chatapp_session::transport::Transport;
-    assert!(transport.make(&fake.credentials()).is_ok());
+    let session = chatapp_session::Session::builder()
+        .credentials(fake.credentials())
+        .base_url(fake.base_url())
+        .build()
+        .unwrap();
+    assert!(session.login().is_ok());
 }

@@ -523,9 +523,9 @@ fn child_peak_kib(cap: u64) -> u64 {
 #[cfg(target_os = "linux")]
 fn library_peak_memory_stays_small_on_a_64_mib_reply() {
     // The default 4 MiB cap: reading stops there.
-    let capped = child_peak_kib(chatapp_session::transport::DEFAULT_MAX_REPLY_BYTES);
-    // The control: with the cap above the reply, the same call holds all 64 MiB, which shows
-    // that this measure would catch a cap that does not stop the reading.
+    let capped = child_peak_kib(4 * 1024 * 1024); // the default reply cap
+                                                  // The control: with the cap above the reply, the same call holds all 64 MiB, which shows
+                                                  // that this measure would catch a cap that does not stop the reading.
     let uncapped = child_peak_kib(2 * HUGE);
     eprintln!("peak RSS: {capped} KiB with the 4 MiB cap, {uncapped} KiB without");
     assert!(

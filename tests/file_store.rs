@@ -276,7 +276,7 @@ fn the_file_has_the_documented_form() {
     assert_eq!(value["version"], 1);
     let record = value["entries"]["k"].to_string();
     assert_eq!(
-        chatapp_session::store::decode_record(record.as_bytes(), "test", "here").unwrap(),
+        chatapp_session::testing::decode_record(record.as_bytes(), "test", "here").unwrap(),
         secret_record(1)
     );
 }
@@ -285,7 +285,7 @@ fn the_file_has_the_documented_form() {
 fn unknown_top_level_fields_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = store_in(&dir);
-    let record = chatapp_session::store::encode_record(&secret_record(1));
+    let record = chatapp_session::testing::encode_record(&secret_record(1));
     write_private(
         &path,
         format!(

@@ -36,9 +36,8 @@ use std::sync::{mpsc, Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatapp_session::store::{
-    decode_record, encode_record, KeyringBackend, KeyringStore, StoreKey, StoredRecord, TokenStore,
-};
+use chatapp_session::store::{KeyringBackend, KeyringStore, StoreKey, StoredRecord, TokenStore};
+use chatapp_session::testing::{decode_record, encode_record};
 use chatapp_session::{AccessToken, RefreshToken, StoreError, TokenPair};
 
 #[cfg(target_os = "linux")]

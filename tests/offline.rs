@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use chatapp_session::clock::ManualClock;
 use chatapp_session::store::{MemoryStore, StoreKey, TokenStore};
 use chatapp_session::testing::FakeChatApp;
+use chatapp_session::testing::ManualClock;
 use chatapp_session::{Credentials, Delivery, Error, Session};
 
 const KEY: &str = "offline";
@@ -226,5 +226,5 @@ fn unsent_makes_back_off_and_calls_inside_the_window_send_nothing() {
 }
 
 fn clock_now(clock: &ManualClock) -> i64 {
-    chatapp_session::clock::Clock::now(clock)
+    chatapp_session::Clock::now(clock)
 }

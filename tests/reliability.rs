@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatapp_session::clock::ManualClock;
 use chatapp_session::store::{MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
+use chatapp_session::testing::ManualClock;
 use chatapp_session::testing::{FakeChatApp, Fault, Route};
 use chatapp_session::{Error, Session, StoreError};
 
@@ -56,6 +56,9 @@ impl TokenStore for FullDisk {
             inner: self.inner.lock(key)?,
             full: &self.full,
         }))
+    }
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        self.inner.keys()
     }
 }
 

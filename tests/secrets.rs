@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use chatapp_session::store::{FileStore, MemoryStore, StoreKey, StoredRecord, TokenStore};
 use chatapp_session::testing::{FakeChatApp, Fault, Route};
-use chatapp_session::transport::{TransportConfig, UreqTransport};
 use chatapp_session::{Credentials, Error, Session};
 
 use support::{example, Cli, Run};
@@ -274,12 +273,11 @@ fn debug_and_display_of_every_public_type_and_error_show_no_secret() {
     let fake_builder = FakeChatApp::builder().account(EMAIL, PASSWORD, APP_ID);
     texts.push(format!(
         "{session:?} {session:#?} {credentials:?} {credentials:#?} {pair:?} {pair:#?} {:?} {:?} {:?} \
-         {record:?} {record:#?} {file:?} {memory:?} {server:?} {fake_builder:?} {:?} {key:?} {key} {:?} {:?}",
+         {record:?} {record:#?} {file:?} {memory:?} {server:?} {fake_builder:?} {:?} {key:?} {key} {:?}",
         pair.access,
         pair.refresh,
         credentials.password(),
         session.status().unwrap(),
-        UreqTransport::new(TransportConfig::new(server.base_url())).unwrap(),
         server.counters(),
     ));
     #[cfg(feature = "sqlite")]

@@ -34,13 +34,12 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatapp_session::clock::{Clock, ManualClock};
 use chatapp_session::store::{StoreKey, StoreLock, StoredRecord, TokenStore};
 use chatapp_session::testing::{
-    FakeChatApp, Fault, RefusedBecause, Route, TokenEvent, TokenOutcome, DEFAULT_APP_ID,
-    DEFAULT_EMAIL, DEFAULT_PASSWORD,
+    FakeChatApp, Fault, ManualClock, RefusedBecause, Route, TokenEvent, TokenOutcome,
+    DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
 };
-use chatapp_session::{Credentials, Session, StoreError};
+use chatapp_session::{Clock, Credentials, Session, StoreError};
 
 const DAY: i64 = 86_400;
 /// Where the simulated time starts (a fixed moment, so that a replay starts there too).

@@ -473,6 +473,38 @@ pub fn lock_then_load_sees_saved<S: TokenStore + ?Sized>(store: &S) {
     tidy(store, &[&key], CHECK);
 }
 
+/// [`keys`](TokenStore::keys) lists every key saved (still after its pair is cleared: the
+/// ledger stays), sorted and once each, and no key never written.
+///
+/// # Panics
+/// When the store fails the check.
+pub fn keys_are_listed<S: TokenStore + ?Sized>(store: &S) {
+    let check = "keys_are_listed";
+    let (a, b, never) = (unique_key(check), unique_key(check), unique_key(check));
+    save(store, &a, &record(check, 1), check);
+    save(store, &b, &record(check, 2), check);
+    save(store, &b, &record(check, 3), check);
+    clear(store, &a, check);
+    let keys = match store.keys() {
+        Ok(keys) => keys,
+        Err(e) => panic!("{check}: keys() failed: {e}"),
+    };
+    assert!(
+        keys.contains(&a),
+        "{check}: a key whose pair was cleared must still be listed"
+    );
+    assert!(keys.contains(&b), "{check}: a saved key must be listed");
+    assert!(
+        !keys.contains(&never),
+        "{check}: a key never written must not be listed"
+    );
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "{check}: keys must be sorted, each once"
+    );
+    tidy(store, &[&b], check);
+}
+
 /// Runs every check on a store from `open`; [`survives_reopen`] too when `durable`.
 ///
 /// # Panics
@@ -484,6 +516,7 @@ pub fn run_all<S: TokenStore>(open: &dyn Fn() -> S, durable: bool) {
     overwrite(&store);
     clear_is_idempotent_and_keeps_ledger(&store);
     keys_isolated(&store);
+    keys_are_listed(&store);
     concurrent_saves(&store);
     lock_excludes_second_holder(&store);
     lock_then_load_sees_saved(&store);

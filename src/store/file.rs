@@ -27,8 +27,9 @@ const FILE_VERSION: u64 = 1;
 
 /// Keeps records in one JSON file:
 /// `{"version":1,"entries":{"<store key>": <record>, ...}}`, each record in the form of
-/// [`encode_record`](super::encode_record), or sealed in an encrypted envelope when the store
-/// was given an encryption (`with_encryption`, feature `encryption`).
+/// the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the same in every store), or
+/// sealed in an encrypted envelope when the store was given an encryption
+/// (`with_encryption`, feature `encryption`).
 ///
 /// - The file is created readable by its owner only (`0600`), its missing parent directories
 ///   `0700`. A store file that its group or other users may access is refused with
@@ -233,6 +234,17 @@ impl FileStore {
 impl TokenStore for FileStore {
     fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
         self.load_now(key)
+    }
+
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        let Some(bytes) = self.read()? else {
+            return Ok(Vec::new());
+        };
+        // A BTreeMap: sorted already.
+        Ok(parse(&bytes, &self.path)?
+            .into_keys()
+            .map(StoreKey::new)
+            .collect())
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {

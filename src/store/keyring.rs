@@ -1,7 +1,7 @@
 //! The OS keyring: Secret Service on Linux, the Keychain on macOS, the Credential Manager on
 //! Windows (through `keyring-core` and its per-platform stores), or the Linux kernel keyring.
 //!
-//! One store key is one secret: the [`encode_record`](super::encode_record) JSON of its pair
+//! One store key is one secret: the record JSON of its pair
 //! and make ledger, kept under (service, account = the key's text). The cross-process lock is
 //! an advisory lock on a small file that holds no secret (see [`KeyringStore::lock_path`]),
 //! waited for at most the store's lock timeout.
@@ -28,6 +28,12 @@ const STORE: &str = "keyring";
 /// The account read by [`KeyringStore::connect`] to check that the keyring answers. It is
 /// only ever read, never written.
 const PROBE_ACCOUNT: &str = "chatapp-session availability probe";
+
+/// The account holding the index of the store keys saved under the service (the keyrings
+/// cannot all list their entries): `{"version":1,"keys":[...]}`, no secret. A key is added
+/// before its first record is written, under the index's own lock file, so that the index
+/// always names every stored key; [`TokenStore::keys`] leaves out keys whose entry is gone.
+const INDEX_ACCOUNT: &str = "chatapp-session index";
 
 /// Which credential store a [`KeyringStore`] keeps its secrets in.
 #[derive(Clone)]
@@ -198,6 +204,58 @@ impl KeyringStore {
         self.lock_timeout
     }
 
+    /// The index's lock file, beside the keys' lock files.
+    fn index_lock_path(&self) -> Result<PathBuf, StoreError> {
+        Ok(lock_dir()?.join(format!(
+            "chatapp-session-keyring-{}-index.lock",
+            clean_service(&self.inner.service)
+        )))
+    }
+
+    /// The keys named in the index (`entry`), as stored.
+    fn read_index(&self, entry: &Entry) -> Result<Vec<String>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            keys: Vec<String>,
+        }
+        let index = StoreKey::new(INDEX_ACCOUNT);
+        match entry.get_secret() {
+            Ok(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                serde_json::from_slice::<Index>(&bytes)
+                    .map(|i| i.keys)
+                    .map_err(|e| StoreError::Corrupt {
+                        store: STORE,
+                        location: self.location(&index),
+                        detail: format!(
+                            "the index of keys cannot be read ({})",
+                            super::record::describe(&e)
+                        ),
+                    })
+            }
+            Err(KeyringError::NoEntry) => Ok(Vec::new()),
+            Err(e) => Err(self.failure(e, "read the index of keys", &index)),
+        }
+    }
+
+    /// Adds `key` to the index unless it is there, under the index's lock.
+    fn add_to_index(&self, key: &StoreKey) -> Result<(), StoreError> {
+        // Bounded like the key's lock.
+        let _held = lock_file(&self.index_lock_path()?, self.lock_timeout)?;
+        let index = StoreKey::new(INDEX_ACCOUNT);
+        let entry = self.entry(&index)?;
+        let mut keys = self.read_index(&entry)?;
+        if keys.iter().any(|k| k == key.as_str()) {
+            return Ok(());
+        }
+        keys.push(key.as_str().to_owned());
+        keys.sort();
+        let text = serde_json::json!({"version": 1, "keys": keys}).to_string();
+        entry
+            .set_secret(text.as_bytes())
+            .map_err(|e| self.failure(e, "write the index of keys", &index))
+    }
+
     /// The secret under `account`; when there is none, the one `create` makes, kept there
     /// first. Under this store's lock for `account`, so that two processes never both create.
     #[cfg(feature = "encryption")]
@@ -351,6 +409,25 @@ impl TokenStore for KeyringStore {
         self.read(&entry, key)
     }
 
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        let listed = self.read_index(&self.entry(&StoreKey::new(INDEX_ACCOUNT))?)?;
+        let mut keys = Vec::with_capacity(listed.len());
+        for name in listed {
+            let key = StoreKey::new(name);
+            match self.entry(&key)?.get_secret() {
+                Ok(mut secret) => {
+                    secret.zeroize();
+                    keys.push(key);
+                }
+                Err(KeyringError::NoEntry) => {}
+                Err(e) => return Err(self.failure(e, "read the secret", &key)),
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
         let entry = self.entry(key)?;
         let file = lock_file(&self.lock_path(key)?, self.lock_timeout)?;
@@ -378,6 +455,8 @@ impl StoreLock for KeyringLock<'_> {
     }
 
     fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
+        // The index first: it may name a key whose entry is missing, never the reverse.
+        self.store.add_to_index(&self.key)?;
         self.store.write(&self.entry, &self.key, record)
     }
 }
@@ -601,6 +680,15 @@ fn lock_dir() -> Result<PathBuf, StoreError> {
 
 /// `chatapp-session-keyring-<service, sanitised>-<FNV-1a of the key>.lock`.
 fn lock_file_name(service: &str, key: &StoreKey) -> String {
+    format!(
+        "chatapp-session-keyring-{}-{:016x}.lock",
+        clean_service(service),
+        fnv1a(key.as_str().as_bytes())
+    )
+}
+
+/// The service name as a safe part of a file name.
+fn clean_service(service: &str) -> String {
     let mut clean: String = service
         .chars()
         .map(|c| {
@@ -615,10 +703,7 @@ fn lock_file_name(service: &str, key: &StoreKey) -> String {
     if clean.is_empty() {
         clean.push('_');
     }
-    format!(
-        "chatapp-session-keyring-{clean}-{:016x}.lock",
-        fnv1a(key.as_str().as_bytes())
-    )
+    clean
 }
 
 /// A hash that every build and process computes alike (unlike `DefaultHasher`).

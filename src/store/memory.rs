@@ -42,6 +42,12 @@ impl TokenStore for MemoryStore {
         Ok(self.inner.records.lock().get(key).cloned())
     }
 
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        let mut keys: Vec<StoreKey> = self.inner.records.lock().keys().cloned().collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
         Ok(Box::new(MemoryLock {
             _flight: self.inner.flight.lock(),

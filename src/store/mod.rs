@@ -28,7 +28,7 @@ mod keyring;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod record;
+pub(crate) mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schema;
 #[cfg(feature = "sqlite")]
@@ -47,7 +47,9 @@ pub use file::FileStore;
 #[cfg(feature = "keyring")]
 pub use keyring::{KeyringBackend, KeyringStore};
 pub use memory::MemoryStore;
-pub use record::{decode_record, encode_record, RECORD_VERSION};
+#[cfg(test)]
+pub(crate) use record::RECORD_VERSION;
+pub(crate) use record::{decode_record, encode_record};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -258,6 +260,26 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// another [`StoreError`] when the lock cannot be taken.
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError>;
 
+    /// Every key under which a record is stored (with a pair, or only a make ledger after a
+    /// logout), sorted, each once. A snapshot, taken without the lock: a key saved or
+    /// removed meanwhile may or may not be in it, and a key listed may be gone when it is
+    /// loaded. Keys hold no secret; records are not read (but by a store that must check an
+    /// index against its entries).
+    ///
+    /// Every store of this crate implements it, and [`conformance`] checks it. The default,
+    /// for a store written before this method existed, fails with [`StoreError::Backend`]
+    /// saying so (it keeps compiling; `chatapp accounts` then reports the error).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the storage cannot be read.
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        Err(StoreError::Backend {
+            store: "custom",
+            location: format!("{self:?}"),
+            source: "this store cannot list its keys (TokenStore::keys is not implemented)".into(),
+        })
+    }
+
     /// Saves `record` under `key`, durably, under the lock.
     ///
     /// # Errors
@@ -315,6 +337,9 @@ macro_rules! forward_token_store {
             fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
                 (**self).lock(key)
             }
+            fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+                (**self).keys()
+            }
             fn save(&self, key: &StoreKey, record: &StoredRecord) -> Result<(), StoreError> {
                 (**self).save(key, record)
             }
@@ -326,3 +351,46 @@ macro_rules! forward_token_store {
 }
 
 forward_token_store!(Arc, Box);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_keys_give_back_their_parts() {
+        for (base, email, app) in [
+            ("https://api.chatapp.online", "me@example.com", "app_4242_1"),
+            ("http://127.0.0.1:8080", "a b@c.d", "app_1"),
+        ] {
+            let key = StoreKey::for_account(&format!("{base}/"), email, app);
+            assert_eq!(
+                key.account_parts(),
+                Some((base.to_owned(), email.to_owned(), app.to_owned())),
+                "{key}"
+            );
+        }
+        assert_eq!(StoreKey::for_base_url("https://x").account_parts(), None);
+        assert_eq!(StoreKey::new("mine").account_parts(), None);
+    }
+
+    /// A store written before `keys` existed: it compiles, and listing says why it fails.
+    #[test]
+    fn a_store_without_keys_says_so() {
+        #[derive(Debug)]
+        struct Old(MemoryStore);
+        impl TokenStore for Old {
+            fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+                self.0.load(key)
+            }
+            fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+                self.0.lock(key)
+            }
+        }
+        match Old(MemoryStore::new()).keys() {
+            Err(e @ StoreError::Backend { .. }) => {
+                assert!(e.to_string().contains("cannot list its keys"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

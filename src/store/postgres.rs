@@ -47,6 +47,10 @@ const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 const SCHEMA_LOCK: i64 = 0x0063_6861_7461_7070;
 
 const SELECT: &str = "SELECT record FROM chatapp_session_tokens WHERE store_key = $1";
+/// Rows with a record (a lock's empty placeholder is no record), in `COLLATE "C"` order so
+/// that the order is the same as Rust's.
+const KEYS: &str = "SELECT store_key FROM chatapp_session_tokens WHERE record <> '' \
+     ORDER BY store_key COLLATE \"C\"";
 const INSERT_PLACEHOLDER: &str = "INSERT INTO chatapp_session_tokens (store_key, record) \
      VALUES ($1, '') ON CONFLICT (store_key) DO NOTHING";
 const SELECT_FOR_UPDATE: &str =
@@ -58,8 +62,9 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 /// Keeps records in a PostgreSQL database, so that a fleet of machines shares one ChatApp
 /// session: table `chatapp_session_tokens(store_key TEXT PRIMARY KEY, record TEXT NOT NULL,
 /// updated_at TIMESTAMPTZ NOT NULL DEFAULT now())`, one row per [`StoreKey`] holding the pair
-/// and the make ledger in the form of [`encode_record`](super::encode_record) (or sealed in an
-/// encrypted envelope, `with_encryption`, feature `encryption`); table
+/// and the make ledger in the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the
+/// same in every store; or sealed in an encrypted envelope, `with_encryption`, feature
+/// `encryption`); table
 /// `chatapp_session_schema(version INT NOT NULL)` holds the schema version. Both are created
 /// on first use, in the connection's `search_path`.
 ///
@@ -375,6 +380,22 @@ impl TokenStore for PostgresStore {
         let raw = self.with_client(&mut slot, |client| self.read_committed(client, key))?;
         drop(slot);
         self.decode(key, raw)
+    }
+
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        let mut slot = match self.main.try_lock() {
+            Some(slot) => slot,
+            None => self.reader.lock(),
+        };
+        self.with_client(&mut slot, |client| {
+            let rows = client
+                .query(KEYS, &[])
+                .map_err(|e| failure(&self.location, "list the keys", &e))?;
+            rows.iter()
+                .map(|row| row.try_get::<_, String>(0).map(StoreKey::new))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| failure(&self.location, "list the keys", &e))
+        })
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {

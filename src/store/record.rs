@@ -24,7 +24,7 @@ use crate::error::StoreError;
 use crate::token::{AccessToken, RefreshToken, TokenPair};
 
 /// The schema version this build writes and the newest it reads.
-pub const RECORD_VERSION: u64 = 2;
+pub(crate) const RECORD_VERSION: u64 = 2;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -27,14 +27,16 @@ const SCHEMA_VERSION: i64 = 1;
 const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 const SELECT: &str = "SELECT record FROM chatapp_tokens WHERE store_key = ?1";
+const KEYS: &str = "SELECT store_key FROM chatapp_tokens ORDER BY store_key";
 const UPSERT: &str = "INSERT INTO chatapp_tokens (store_key, record, updated_at) \
      VALUES (?1, ?2, unixepoch()) \
      ON CONFLICT (store_key) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at";
 
 /// Keeps records in a SQLite database: table `chatapp_tokens(store_key TEXT PRIMARY KEY,
 /// record TEXT NOT NULL, updated_at INTEGER NOT NULL)`, one row per [`StoreKey`], the record in
-/// the form of [`encode_record`](super::encode_record) (or sealed in an encrypted envelope,
-/// `with_encryption`, feature `encryption`); `PRAGMA user_version` is the schema version. Several
+/// the record JSON form (`{"version":…,"pair":…,"makes":[…]}`, the same in every store; or
+/// sealed in an encrypted envelope, `with_encryption`, feature `encryption`);
+/// `PRAGMA user_version` is the schema version. Several
 /// accounts, and several processes, can share one database.
 ///
 /// - [`open`](Self::open) creates the database file readable by its owner only (`0600`), its
@@ -218,6 +220,19 @@ impl fmt::Debug for SqliteStore {
 impl TokenStore for SqliteStore {
     fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
         self.select(&self.reader.lock(), key)
+    }
+
+    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
+        let conn = self.reader.lock();
+        let sql = |e| sql_error(e, &self.location);
+        let mut stmt = conn.prepare_cached(KEYS).map_err(sql)?;
+        let keys = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(sql)?
+            .map(|key| key.map(StoreKey::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        Ok(keys)
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {

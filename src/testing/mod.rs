@@ -11,29 +11,30 @@
 //!
 //! ```
 //! use chatapp_session::testing::{Fault, FakeChatApp, Route};
-//! use chatapp_session::transport::{Transport, TransportConfig, UreqTransport};
+//! use chatapp_session::{Error, Session};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let fake = FakeChatApp::start()?;
-//! let transport = UreqTransport::new(TransportConfig::new(fake.base_url()))?;
+//! let session = Session::builder()
+//!     .credentials(fake.credentials())
+//!     .base_url(fake.base_url())
+//!     .build()?;
 //!
-//! let pair = transport.make(&fake.credentials())?;
-//! let licenses = transport.send(&pair.access, "GET", "/v1/licenses", None)?;
+//! let licenses = session.request("GET", "/v1/licenses", None)?;
 //! assert_eq!(licenses[0]["licenseId"], 37233);
 //!
-//! // A day later the access token is dead, but the refresh token still works.
+//! // A day later the access token is dead on the server: one refresh, the call repeated.
 //! fake.advance(86_400);
-//! assert!(!transport.check(&pair.access)?);
-//! let fresh = transport.refresh(&pair.refresh)?;
-//! assert!(transport.check(&fresh.access)?);
-//!
-//! // Strict rotation: the refresh token just used is dead.
-//! assert!(transport.refresh(&pair.refresh).is_err());
+//! session.request("GET", "/v1/licenses", None)?;
+//! assert_eq!((fake.counters().makes, fake.counters().refreshes), (1, 1));
 //!
 //! // The next refresh is done server-side, but its reply never arrives.
+//! fake.advance(86_400);
 //! fake.inject(Route::Refresh, Fault::LostReply);
-//! assert!(transport.refresh(&fresh.refresh).is_err());
-//! assert!(transport.refresh(&fresh.refresh).is_err()); // rotated away
+//! assert!(matches!(
+//!     session.request("GET", "/v1/licenses", None),
+//!     Err(Error::RefreshReplyLost { .. })
+//! ));
 //! assert_eq!(fake.counters().refreshes, 2);
 //! # Ok(())
 //! # }
@@ -42,6 +43,7 @@
 mod fault;
 mod http;
 mod log;
+mod multipart;
 mod routes;
 mod server;
 mod state;
@@ -49,7 +51,11 @@ mod tokens;
 
 pub use self::fault::{Fault, Route};
 pub use self::log::{RefusedBecause, TokenEvent, TokenOutcome};
-pub use self::state::{Counters, Rotation};
+pub use self::state::{Counters, Rotation, UploadedFile};
+pub use crate::clock::ManualClock;
+/// The record codec every durable store uses (its JSON text, zeroized on drop), for tests
+/// that look at what a store wrote. Not needed to use a store.
+pub use crate::store::record::{decode_record, encode_record};
 
 use std::fmt;
 use std::io;
@@ -57,7 +63,7 @@ use std::sync::Arc;
 
 use self::server::{Server, Shared};
 use self::state::{Account, Limits, State, DAY};
-use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
 /// The default account's email.
@@ -203,6 +209,13 @@ impl FakeChatApp {
             refresh_expires_at: issued.refresh_end,
             cabinet_user_id: issued.cabinet_user_id,
         }
+    }
+
+    /// The file sent as message `id` with `POST .../chats/{chatId}/messages/file` (a
+    /// multipart form: `file`, and optionally `fileName` and `caption`). The fake serves it
+    /// back, with its content type, at `GET .../chats/{chatId}/messages/{id}/file`.
+    pub fn uploaded_file(&self, id: &str) -> Option<UploadedFile> {
+        self.shared.state.lock().file(id).cloned()
     }
 
     /// How many successful tokens.make the server has seen for this email+appId in the last

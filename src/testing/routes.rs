@@ -9,8 +9,9 @@ use serde_json::{json, Map, Value};
 use super::fault::{Fault, Route};
 use super::http::{reason, Request, Response};
 use super::log::{RefusedBecause, TokenOutcome};
+use super::multipart;
 use super::server::Shared;
-use super::state::{Issued, MakeRefusal};
+use super::state::{Issued, MakeRefusal, UploadedFile};
 use crate::clock::Clock;
 
 /// What the connection does with a request.
@@ -320,6 +321,8 @@ fn serve(
 enum Endpoint {
     Licenses,
     SendText { chat: String },
+    SendFile { chat: String },
+    Download { message: String },
     Callbacks,
     SetCallback { license: String, messenger: String },
     DeleteCallback { license: String, messenger: String },
@@ -341,6 +344,18 @@ fn endpoint(method: &str, path: &str) -> Option<Endpoint> {
         {
             Endpoint::SendText {
                 chat: (*chat).to_owned(),
+            }
+        }
+        ("POST", ["v1", "licenses", _, "messengers", _, "chats", chat, "messages", "file"])
+            if !chat.is_empty() =>
+        {
+            Endpoint::SendFile {
+                chat: (*chat).to_owned(),
+            }
+        }
+        ("GET", ["v1", "licenses", _, "messengers", _, "chats", _, "messages", id, "file"]) => {
+            Endpoint::Download {
+                message: (*id).to_owned(),
             }
         }
         ("GET", ["v1", "callbackUrls"]) => Endpoint::Callbacks,
@@ -437,6 +452,49 @@ fn serve_ordinary(shared: &Shared, request: &Request, now: i64) -> Response {
             }
             success(json!({"id": state.message_id(), "chatId": chat_id(&chat)}))
         }
+        Endpoint::SendFile { chat } => {
+            let content_type = request.header("content-type").unwrap_or_default();
+            let Some(parts) = multipart::parse(content_type, &request.body) else {
+                return bad_request("The body must be a multipart/form-data form");
+            };
+            let text = |name: &str| {
+                parts
+                    .iter()
+                    .find(|p| p.name == name && p.file_name.is_none())
+                    .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+            };
+            let Some(file) = parts.iter().find(|p| p.name == "file") else {
+                return bad_request("The file field is required");
+            };
+            let id = state.message_id();
+            let uploaded = UploadedFile {
+                chat: chat.clone(),
+                file_name: text("fileName").or_else(|| file.file_name.clone()),
+                content_type: file.content_type.clone(),
+                caption: text("caption"),
+                bytes: file.data.clone(),
+            };
+            state.keep_file(&id, uploaded);
+            success(json!({"id": id, "chatId": chat_id(&chat)}))
+        }
+        Endpoint::Download { message } => match state.file(&message) {
+            Some(file) => Response {
+                status: 200,
+                content_type: file
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                headers: vec![(
+                    "Content-Disposition".to_owned(),
+                    format!(
+                        "attachment; filename=\"{}\"",
+                        file.file_name.as_deref().unwrap_or("file")
+                    ),
+                )],
+                body: file.bytes.clone(),
+            },
+            None => not_found(),
+        },
         Endpoint::Callbacks => success(Value::Array(
             state
                 .callbacks()

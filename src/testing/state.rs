@@ -46,6 +46,23 @@ pub struct Counters {
     pub faults_served: u64,
 }
 
+/// A file the fake received with `POST .../messages/file`
+/// (see [`FakeChatApp::uploaded_file`](super::FakeChatApp::uploaded_file)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UploadedFile {
+    /// The chat it was sent to, as in the path.
+    pub chat: String,
+    /// The `filename` of the `file` part (or the `fileName` field when given).
+    pub file_name: Option<String>,
+    /// The `Content-Type` of the `file` part.
+    pub content_type: Option<String>,
+    /// The `caption` field.
+    pub caption: Option<String>,
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// What becomes of the old pair when its refresh token is used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Rotation {
@@ -136,6 +153,8 @@ pub(crate) struct State {
     /// Times of successful makes, per (email, appId).
     makes: HashMap<(String, String), Vec<i64>>,
     callbacks: BTreeMap<(String, String), String>,
+    /// Files sent with `messages/file`, by message id.
+    files: HashMap<String, UploadedFile>,
     gen: TokenGen,
     /// Every tokens.make and tokens.refresh request, in the order handled.
     token_log: Vec<TokenEvent>,
@@ -154,6 +173,7 @@ impl State {
             by_refresh: HashMap::new(),
             makes: HashMap::new(),
             callbacks: BTreeMap::new(),
+            files: HashMap::new(),
             gen: TokenGen::new(),
             token_log: Vec::new(),
             counters: Counters::default(),
@@ -377,6 +397,16 @@ impl State {
     /// A fresh message id.
     pub(crate) fn message_id(&mut self) -> String {
         self.gen.hex16()
+    }
+
+    /// Keeps a file sent as message `id`.
+    pub(crate) fn keep_file(&mut self, id: &str, file: UploadedFile) {
+        self.files.insert(id.to_owned(), file);
+    }
+
+    /// The file sent as message `id`.
+    pub(crate) fn file(&self, id: &str) -> Option<&UploadedFile> {
+        self.files.get(id)
     }
 }
 

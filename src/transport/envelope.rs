@@ -30,7 +30,7 @@ fn protocol(endpoint: Endpoint, status: u16, detail: impl Into<String>) -> Error
 ///
 /// # Errors
 /// As above. Messages never quote the body.
-pub fn parse_envelope(endpoint: Endpoint, status: u16, body: &[u8]) -> Result<Value> {
+pub(crate) fn parse_envelope(endpoint: Endpoint, status: u16, body: &[u8]) -> Result<Value> {
     let ok_status = (200..300).contains(&status);
     let refused = |code: Option<String>, message: Option<String>| {
         Error::Api(ApiError::new(endpoint, status, code, message))
@@ -81,12 +81,56 @@ pub fn parse_envelope(endpoint: Endpoint, status: u16, body: &[u8]) -> Result<Va
     Err(refused(field("code"), field("message")))
 }
 
+/// The refusal in a reply to a [`Call`](crate::Call), if it is one: any non-2xx status, or
+/// the ChatApp error envelope (`"success": false`) whatever the status. `None` for a reply to
+/// hand back as it is (a success envelope, or any other 2xx body: bytes, HTML, ...).
+pub(crate) fn refusal_in(status: u16, body: &[u8]) -> Option<Error> {
+    let ok_status = (200..300).contains(&status);
+    match parse_envelope(Endpoint::Request, status, body) {
+        Err(e @ Error::Api(_)) => Some(e),
+        Err(e) if !ok_status => Some(e),
+        _ => None,
+    }
+}
+
+/// A reply's `data` as `T`.
+///
+/// # Errors
+/// [`Error::Protocol`] naming `T` and what did not fit (quoted values left out).
+pub(crate) fn data_as<T: serde::de::DeserializeOwned>(status: u16, data: Value) -> Result<T> {
+    serde_json::from_value(data).map_err(|e| {
+        protocol(
+            Endpoint::Request,
+            status,
+            format!(
+                "`data` does not have the shape of {}: {}",
+                std::any::type_name::<T>(),
+                unquoted(&e.to_string())
+            ),
+        )
+    })
+}
+
+/// `text` with every double-quoted part replaced by `"…"`: serde's messages quote the
+/// offending value, which is the server's data, not ours to repeat.
+fn unquoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, piece) in text.split('"').enumerate() {
+        if i % 2 == 0 {
+            out.push_str(piece);
+        } else {
+            out.push_str("\"…\"");
+        }
+    }
+    out
+}
+
 /// Reads the `data` of tokens.make or tokens.refresh into a [`TokenPair`]. Unknown fields are
 /// ignored.
 ///
 /// # Errors
 /// [`Error::Protocol`] naming the first missing or mistyped field (never its value).
-pub fn parse_token_pair(endpoint: Endpoint, status: u16, data: Value) -> Result<TokenPair> {
+pub(crate) fn parse_token_pair(endpoint: Endpoint, status: u16, data: Value) -> Result<TokenPair> {
     let Value::Object(mut map) = data else {
         return Err(protocol(endpoint, status, "`data` is not an object"));
     };
@@ -201,6 +245,47 @@ mod tests {
         let body = br#" {"success": false, "error": {"code": "ApiInvalidTokenError"}}"#;
         let a = api(parse_envelope(Endpoint::Request, 401, body));
         assert_eq!(a.code.as_deref(), Some("ApiInvalidTokenError"));
+    }
+
+    #[test]
+    fn a_wrong_shape_names_the_type_not_the_value() {
+        let r: Result<Vec<u32>> = data_as(200, json!({"secret": "VALUE-1"}));
+        let text = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("alloc::vec::Vec<u32>"), "{text}");
+        assert!(!text.contains("VALUE-1"), "{text}");
+        let r: Result<Vec<u32>> = data_as(200, json!(["VALUE-2"]));
+        let text = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("invalid type: string"), "{text}");
+        assert!(!text.contains("VALUE-2"), "{text}");
+        assert_eq!(
+            data_as::<Vec<u32>>(200, json!([1, 2])).ok(),
+            Some(vec![1, 2])
+        );
+    }
+
+    #[test]
+    fn refusals_in_replies_to_calls() {
+        let refused = br#"{"success":false,"error":{"code":"ApiInvalidTokenError"}}"#;
+        for status in [200, 401, 403] {
+            let found = refusal_in(status, refused);
+            assert!(
+                matches!(&found, Some(Error::Api(a)) if a.code.as_deref() == Some("ApiInvalidTokenError")),
+                "{status}: {found:?}"
+            );
+        }
+        assert!(
+            matches!(refusal_in(401, b""), Some(Error::Api(a)) if a.status == 401 && a.code.is_none())
+        );
+        assert!(matches!(refusal_in(500, b"<html>"), Some(Error::Api(_))));
+        for body in [
+            &b"\x89PNG\r\n"[..],
+            b"",
+            b"<html>",
+            b"[1]",
+            br#"{"success":true,"data":1}"#,
+        ] {
+            assert!(refusal_in(200, body).is_none(), "{body:?}");
+        }
     }
 
     #[test]

@@ -7,51 +7,57 @@
 //! classifies it.
 
 mod envelope;
+mod path;
 mod sent;
 mod timeouts;
 mod ureq;
 
-pub use self::envelope::{parse_envelope, parse_token_pair};
-pub use self::ureq::UreqTransport;
+pub(crate) use self::envelope::data_as;
+pub(crate) use self::envelope::parse_envelope;
+#[cfg(test)]
+pub(crate) use self::envelope::parse_token_pair;
+pub(crate) use self::path::{check_path, join};
+pub(crate) use self::ureq::UreqTransport;
 
 use std::fmt;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::call::{Call, Reply};
+use crate::error::{Error, Result};
 use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
 
 /// The real ChatApp API.
-pub const DEFAULT_BASE_URL: &str = "https://api.chatapp.online";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.chatapp.online";
 /// The default bound on one HTTP exchange (see [`TransportConfig::timeout`]).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default cap on a reply body; a larger reply is refused without being read into memory.
-pub const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How a transport reaches the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct TransportConfig {
+pub(crate) struct TransportConfig {
     /// The base URL, e.g. `https://api.chatapp.online` (no trailing `/`).
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// Bound on each HTTP exchange, from the name lookup to the reply's last byte. It is
     /// split among the exchange's phases (lookup 1/10, connect 1/10, request headers 1/20,
     /// request body 1/10, waiting for the reply's headers 1/2, reply body 3/20), each cut off
     /// when its share runs out; the shares add up to this bound. Longer than zero and at most
     /// a year.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// The `Lang` header (`en`, `ru`, `pt`), when set.
-    pub lang: Option<String>,
+    pub(crate) lang: Option<String>,
     /// The cap on a reply body, in bytes.
-    pub max_reply_bytes: u64,
+    pub(crate) max_reply_bytes: u64,
     /// Allow plain `http://` to hosts other than loopback.
-    pub allow_insecure_http: bool,
+    pub(crate) allow_insecure_http: bool,
 }
 
 impl TransportConfig {
     /// The defaults for `base_url`.
-    pub fn new(base_url: impl Into<String>) -> Self {
+    pub(crate) fn new(base_url: impl Into<String>) -> Self {
         TransportConfig {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             timeout: DEFAULT_TIMEOUT,
@@ -111,5 +117,22 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// server's clock with it, so that a wrong local clock causes no refresh or make storm.
     fn server_offset(&self) -> Option<i64> {
         None
+    }
+
+    /// An authenticated call of any shape: `call`'s method, path, body and `Accept` header.
+    /// Returns the reply as it came (status, headers, bytes) when the server accepted it.
+    ///
+    /// The default implementation refuses with [`Error::Config`]: a transport written before
+    /// calls existed keeps compiling, and says so when one is asked of it.
+    ///
+    /// # Errors
+    /// As described on the trait: [`Error::Api`] for any non-2xx status, and for the ChatApp
+    /// error envelope (`"success": false`) whatever the status; a 2xx reply that is not JSON
+    /// is no error.
+    fn call(&self, access: &AccessToken, call: &Call) -> Result<Reply> {
+        let _ = (access, call);
+        Err(Error::Config(format!(
+            "the transport {self:?} cannot send calls other than JSON requests"
+        )))
     }
 }

@@ -9,12 +9,14 @@ use ureq::http;
 use zeroize::Zeroizing;
 
 use parking_lot::Mutex;
+use ureq::unversioned::multipart;
 use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{Connector, DefaultConnector};
 
-use super::envelope::{parse_envelope, parse_token_pair};
+use super::envelope::{parse_envelope, parse_token_pair, refusal_in};
 use super::timeouts::{PhaseBudgets, SteadyTimeouts, MAX_TIMEOUT};
 use super::{sent, Transport, TransportConfig};
+use crate::call::{Body, Call, Reply};
 use crate::clock::SessionClock;
 use crate::error::{Delivery, Endpoint, Error, Result};
 use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
@@ -23,7 +25,7 @@ const USER_AGENT: &str = concat!("chatapp-session/", env!("CARGO_PKG_VERSION"));
 
 /// The ureq 3 transport (HTTPS through rustls, certificates verified against the webpki roots).
 #[derive(Debug)]
-pub struct UreqTransport {
+pub(crate) struct UreqTransport {
     agent: ureq::Agent,
     config: TransportConfig,
     /// The clock the server's `Date` is compared with.
@@ -66,7 +68,8 @@ impl UreqTransport {
     /// `http://` to a host other than loopback without
     /// [`allow_insecure_http`](TransportConfig::allow_insecure_http); when the timeout is zero
     /// or longer than a year.
-    pub fn new(config: TransportConfig) -> Result<Self> {
+    #[cfg(test)]
+    pub(crate) fn new(config: TransportConfig) -> Result<Self> {
         Self::with_clock(config, SessionClock::new(None))
     }
 
@@ -124,13 +127,9 @@ impl UreqTransport {
         })
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &TransportConfig {
-        &self.config
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.config.base_url, path)
+    /// The base URL joined with `path`, refused when the path could reach another origin.
+    fn url(&self, path: &str) -> Result<String> {
+        super::join(&self.config.base_url, path)
     }
 
     /// Sends one request and returns the status and the (capped) body.
@@ -142,11 +141,12 @@ impl UreqTransport {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<(u16, Zeroizing<Vec<u8>>)> {
+        let url = self.url(path)?;
         let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|_| Error::Config(format!("{method:?} is not an HTTP method")))?;
         let mut request = http::Request::builder()
             .method(method.clone())
-            .uri(self.url(path))
+            .uri(url)
             .header("Accept", "application/json");
         if let Some(lang) = &self.config.lang {
             request = request.header("Lang", lang.as_str());
@@ -174,6 +174,17 @@ impl UreqTransport {
         self.observe_date(response.headers());
         let status = response.status().as_u16();
         log::debug!("{method} {path} -> HTTP {status}");
+        self.read_capped(endpoint, status, &mut response)
+            .map(|bytes| (status, bytes))
+    }
+
+    /// Reads a reply's body, refusing one larger than the cap without reading it all.
+    fn read_capped(
+        &self,
+        endpoint: Endpoint,
+        status: u16,
+        response: &mut http::Response<ureq::Body>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let cap = self.config.max_reply_bytes;
         let declared = response
             .headers()
@@ -196,7 +207,7 @@ impl UreqTransport {
             .read_to_end(&mut bytes);
         match read {
             Ok(n) if n as u64 > cap => Err(self.too_large(endpoint, status)),
-            Ok(_) => Ok((status, bytes)),
+            Ok(_) => Ok(bytes),
             Err(e) => Err(self.map_io(endpoint, e)),
         }
     }
@@ -382,6 +393,88 @@ impl Transport for UreqTransport {
             body.map(|v| v.to_string().into_bytes()).as_deref(),
         )?;
         parse_envelope(Endpoint::Request, status, &reply)
+    }
+
+    fn call(&self, access: &AccessToken, call: &Call) -> Result<Reply> {
+        let endpoint = Endpoint::Request;
+        let url = self.url(call.path())?;
+        let method = http::Method::from_bytes(call.method().as_bytes())
+            .map_err(|_| Error::Config(format!("{:?} is not an HTTP method", call.method())))?;
+        let mut request = http::Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .header("Accept", call.accept_header())
+            .header("Authorization", access.expose_secret());
+        if let Some(lang) = &self.config.lang {
+            request = request.header("Lang", lang.as_str());
+        }
+        let takes_body = matches!(
+            method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        );
+        let invalid = |_| Error::Config(format!("{call:?} is not a valid HTTP request"));
+        sent::start();
+        let outcome = match call.body_ref() {
+            Body::Raw {
+                content_type,
+                bytes,
+            } => request
+                .header("Content-Type", content_type.as_str())
+                .body(bytes.as_slice())
+                .map_err(invalid)
+                .map(|r| self.agent.run(r)),
+            Body::Form(form) => {
+                let mut encoder = multipart::Form::new();
+                for part in form.parts() {
+                    let mut encoded = multipart::Part::bytes(part.data());
+                    if let Some(file_name) = part.file_name() {
+                        encoded = encoded.file_name(file_name);
+                    }
+                    if let Some(content_type) = part.content_type() {
+                        encoded = encoded.mime_str(content_type).map_err(|_| {
+                            Error::Config(format!(
+                                "{content_type:?} is not a MIME type (form field {:?})",
+                                part.name()
+                            ))
+                        })?;
+                    }
+                    encoder = encoder.part(part.name(), encoded);
+                }
+                // ureq sets this header only for its own request builder, not for `run`.
+                let content_type = format!("multipart/form-data; boundary={}", encoder.boundary());
+                request
+                    .header("Content-Type", content_type)
+                    .body(encoder)
+                    .map_err(invalid)
+                    .map(|r| self.agent.run(r))
+            }
+            // An empty body with a length (`Content-Length: 0`), not a chunked one.
+            Body::Empty if takes_body => request
+                .body(&[][..])
+                .map_err(invalid)
+                .map(|r| self.agent.run(r)),
+            _ => request.body(()).map_err(invalid).map(|r| self.agent.run(r)),
+        };
+        let mut response = outcome?.map_err(|e| self.map_error(endpoint, e))?;
+        self.observe_date(response.headers());
+        let status = response.status().as_u16();
+        log::debug!("{method} {} -> HTTP {status}", call.path());
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = self.read_capped(endpoint, status, &mut response)?;
+        match refusal_in(status, &body) {
+            Some(refused) => Err(refused),
+            // The application's data, not a token reply: handed over as it is.
+            None => Ok(Reply::new(status, headers, std::mem::take(&mut *body))),
+        }
     }
 }
 

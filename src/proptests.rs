@@ -8,11 +8,11 @@
 
 use std::path::Path;
 
-use chatapp_session::store::{
+use crate::store::{
     decode_record, encode_record, FileStore, StoreKey, StoredRecord, TokenStore, RECORD_VERSION,
 };
-use chatapp_session::transport::{parse_envelope, parse_token_pair};
-use chatapp_session::{AccessToken, Endpoint, Error, RefreshToken, StoreError, TokenPair};
+use crate::transport::{parse_envelope, parse_token_pair};
+use crate::{AccessToken, Endpoint, Error, RefreshToken, StoreError, TokenPair};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
