@@ -51,6 +51,8 @@ struct Inner {
     key: StoreKey,
     /// The key earlier versions gave this account, looked up when `key` holds nothing.
     legacy_key: Option<StoreKey>,
+    /// Whether the pair under `legacy_key` is known to be gone (or never was there).
+    legacy_retired: AtomicBool,
     credentials: Option<Credentials>,
     policy: Policy,
     clock: SessionClock,
@@ -311,6 +313,9 @@ impl Session {
     /// [`Error::InvalidCredentials`], the transport's and the store's errors.
     pub fn login(&self) -> Result<()> {
         let made = self.login_locked();
+        if made.is_ok() {
+            self.inner.retire_legacy();
+        }
         self.inner.events.deliver();
         made
     }
@@ -483,6 +488,9 @@ impl Inner {
     fn fresh(&self) -> Result<AccessToken> {
         let refused = self.refused.lock().clone();
         let result = self.obtain(refused.as_ref());
+        if result.is_ok() {
+            self.retire_legacy();
+        }
         if let (Ok(token), Some(refused)) = (&result, &refused) {
             let mut slot = self.refused.lock();
             if token != refused && slot.as_ref() == Some(refused) {
@@ -491,6 +499,35 @@ impl Inner {
         }
         self.events.deliver();
         result
+    }
+
+    /// Once this account's record lives under its canonical key, removes the pair still kept
+    /// under the key an earlier version used (its ledger stays there, harmlessly), so that a
+    /// moved pair is not left readable in two places. At most once per session, with no lock
+    /// held (a store's lock need not be re-entrant); a failure is logged and tried again at
+    /// the next slow call.
+    fn retire_legacy(&self) {
+        let Some(legacy) = &self.legacy_key else {
+            return;
+        };
+        if self.legacy_retired.load(Ordering::Relaxed) {
+            return;
+        }
+        let moved = matches!(self.store.load(&self.key), Ok(Some(_)));
+        if !moved {
+            return;
+        }
+        let retired = match self.store.load(legacy) {
+            Ok(Some(old)) if old.pair.is_some() => self.store.clear(legacy).map(|()| {
+                log::info!("removed the pair left under the earlier key {legacy}");
+            }),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match retired {
+            Ok(()) => self.legacy_retired.store(true, Ordering::Relaxed),
+            Err(e) => log::warn!("could not remove the pair under the earlier key {legacy}: {e}"),
+        }
     }
 
     /// Marks `token` refused, unless another is already in use.
@@ -1171,6 +1208,7 @@ impl SessionBuilder {
                 store: self.store.unwrap_or_else(|| Box::new(MemoryStore::new())),
                 key,
                 legacy_key,
+                legacy_retired: AtomicBool::new(false),
                 credentials: self.credentials,
                 policy: self.policy,
                 clock: SessionClock::new(self.clock),

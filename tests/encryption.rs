@@ -379,6 +379,9 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
     assert!(moved.makes.contains(&earlier_make), "{:?}", moved.makes);
     assert_eq!(moved.makes.len(), 2);
     assert_eq!(server.counters().makes, 1);
+    // Moved, not copied: no pair is left under the old key (its ledger may stay).
+    let left = store.load(&legacy).unwrap().unwrap_or_default();
+    assert_eq!(left.pair, None, "the pair stays readable under the old key");
 
     // A dead pair under the old key: the refused refresh, the reload and the make keep the
     // old ledger too.
@@ -404,6 +407,7 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
     let moved = store.load(session.store_key()).unwrap().unwrap();
     assert!(moved.makes.contains(&earlier_make), "{:?}", moved.makes);
     assert_eq!(server.counters().makes, 2);
+    assert_eq!(store.load(&legacy).unwrap().and_then(|r| r.pair), None);
 }
 
 #[test]
