@@ -780,3 +780,13 @@ fn a_stopped_lock_holder_times_out_every_waiter() {
         db.open().with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
     });
 }
+
+#[test]
+fn a_load_after_a_save_takes_the_lock_again() {
+    let Some(db) = Db::new("reload") else {
+        return;
+    };
+    let holder = db.open();
+    let waiter = db.open().with_lock_timeout(Duration::from_millis(200));
+    common::a_load_after_a_save_takes_the_lock_again(&holder, &waiter);
+}

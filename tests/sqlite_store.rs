@@ -345,3 +345,12 @@ fn a_stopped_lock_holder_times_out_every_waiter() {
         open(&path).with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
     });
 }
+
+#[test]
+fn a_load_after_a_save_takes_the_lock_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let holder = open(&path);
+    let waiter = open(&path).with_lock_timeout(Duration::from_millis(200));
+    common::a_load_after_a_save_takes_the_lock_again(&holder, &waiter);
+}

@@ -311,8 +311,10 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
 
 /// The exclusive hold on one key of a store, returned by [`TokenStore::lock`].
 ///
-/// [`save`](Self::save) is the last operation under a lock: once it returns `Ok` the record
-/// is durable. Dropping the guard without saving changes nothing.
+/// Once [`save`](Self::save) returns `Ok` the record is durable. A store may end its hold with
+/// each save (SQLite and PostgreSQL commit a transaction); a later `load` or `save` on the same
+/// guard then takes the hold again first, so that a load followed by a save is never split by
+/// another writer. Dropping the guard without saving changes nothing.
 pub trait StoreLock {
     /// The record under the locked key, as it is now.
     ///

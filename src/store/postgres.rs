@@ -493,22 +493,23 @@ impl PostgresLock<'_> {
 
 impl StoreLock for PostgresLock<'_> {
     fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        if !self.in_transaction {
+            // A load after a save: take the lock again, so that the next save replaces
+            // exactly what this load read (another process may write in between otherwise).
+            self.begin()?;
+        }
         let (store, key) = (self.store, &self.key);
-        let raw = if self.in_transaction {
-            let client = match self.slot.as_mut() {
-                Some(client) if !client.is_closed() => client,
-                _ => {
-                    return Err(StoreError::Backend {
-                        store: STORE,
-                        location: store.record_location(key),
-                        source: "the connection holding the lock was lost".into(),
-                    })
-                }
-            };
-            store.select(client, key, SELECT)?
-        } else {
-            store.with_client(&mut self.slot, |client| store.read_committed(client, key))?
+        let client = match self.slot.as_mut() {
+            Some(client) if !client.is_closed() => client,
+            _ => {
+                return Err(StoreError::Backend {
+                    store: STORE,
+                    location: store.record_location(key),
+                    source: "the connection holding the lock was lost".into(),
+                })
+            }
         };
+        let raw = store.select(client, key, SELECT)?;
         store.decode(key, raw)
     }
 

@@ -296,6 +296,13 @@ impl SqliteLock<'_> {
 
 impl StoreLock for SqliteLock<'_> {
     fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        if !self.in_transaction {
+            // A load after a save: take the lock again, so that the next save replaces
+            // exactly what this load read (another process may write in between otherwise).
+            self.store
+                .begin_immediate(&self.conn, self.store.lock_timeout)?;
+            self.in_transaction = true;
+        }
         self.store.select(&self.conn, &self.key)
     }
 

@@ -313,3 +313,27 @@ pub fn stopped_holder_times_out_every_waiter<S: TokenStore>(
         }
     }
 }
+
+/// A guard that saved and then loads holds the lock again (SQLite and PostgreSQL end their
+/// hold with each save): `waiter`, another handle on the same storage with a short lock
+/// timeout, is refused until the guard is dropped, so no writer can come between that load
+/// and the guard's next save. Found by the soak: a make's final save overwrote a ledger
+/// entry another process wrote after the make's reload.
+pub fn a_load_after_a_save_takes_the_lock_again<S: TokenStore, W: TokenStore>(
+    holder: &S,
+    waiter: &W,
+) {
+    let key = StoreKey::new("load-after-save");
+    let mut guard = holder.lock(&key).unwrap();
+    guard.save(&secret_record(1)).unwrap();
+    assert_eq!(guard.load().unwrap(), Some(secret_record(1)));
+    match waiter.lock(&key) {
+        Err(StoreError::LockTimeout { .. }) => {}
+        Err(other) => panic!("the waiter got {other}"),
+        Ok(_) => panic!("the lock was granted between the guard's load and its next save"),
+    }
+    guard.save(&secret_record(2)).unwrap();
+    drop(guard);
+    let mut again = waiter.lock(&key).unwrap();
+    assert_eq!(again.load().unwrap(), Some(secret_record(2)));
+}
