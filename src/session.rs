@@ -507,7 +507,8 @@ impl Inner {
     /// held (a store's lock need not be re-entrant); a failure is logged and tried again at
     /// the next slow call.
     fn retire_legacy(&self) {
-        let Some(legacy) = &self.legacy_key else {
+        let Some(legacy) = self.legacy_key.as_ref().filter(|&k| k != &self.key) else {
+            // No earlier key, or the same one (an account whose parts need no encoding).
             return;
         };
         if self.legacy_retired.load(Ordering::Relaxed) {
