@@ -17,7 +17,7 @@ use crate::clock::{Clock, Deadline, SessionClock};
 use crate::error::{ApiError, Delivery, Endpoint, Error, Result};
 use crate::events::{Event, Events, Hook, QUOTA_LOW_BELOW};
 use crate::policy::{self, Action, Blocked, Policy, Refusal, Situation};
-use crate::store::{MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
+use crate::store::{LockOrRecord, MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::token::{AccessToken, Credentials, TokenPair};
 use crate::transport::{
     check_path, data_as, Transport, TransportConfig, UreqTransport, DEFAULT_BASE_URL,
@@ -618,14 +618,33 @@ impl Inner {
     /// the record watched until the mark clears, so that its pair is adopted rather than a
     /// second make sent. The wait is bounded by the mark itself and by one lease of real
     /// time (for a clock that does not move).
-    fn lock_when_no_make_in_flight(&self) -> Result<(Box<dyn StoreLock + '_>, StoredRecord)> {
+    ///
+    /// While another process holds the lock (refreshing, most likely), a pair it saves that
+    /// [`usable_stored`](Self::usable_stored) takes is adopted at once, without the lock
+    /// ([`TokenStore::lock_unless`]): a crowd at the end of an access token does not file
+    /// through the lock one by one to read it. Not while this session has a record to save
+    /// again, which needs the lock.
+    fn lock_when_no_make_in_flight(&self, rejected: Option<&AccessToken>) -> Result<Locked<'_>> {
         let started = std::time::Instant::now();
         let bound = Duration::from_secs(self.lease_secs.unsigned_abs());
         loop {
-            let mut guard = self.store.lock(&self.key)?;
+            let mut guard = if self.dirty.load(Ordering::Relaxed) {
+                self.store.lock(&self.key)?
+            } else {
+                let mut wanted =
+                    |record: &StoredRecord| self.usable_stored(record, rejected).is_some();
+                match self.store.lock_unless(&self.key, &mut wanted)? {
+                    LockOrRecord::Locked(guard) => guard,
+                    LockOrRecord::Found(record) => match self.usable_stored(&record, rejected) {
+                        Some(pair) => return Ok(Locked::Adopted(self.adopt_stored(&record, pair))),
+                        // It stopped being usable a moment after the store asked: wait again.
+                        None => continue,
+                    },
+                }
+            };
             let record = self.reload(guard.as_mut())?;
             if !self.make_in_flight(&record) || started.elapsed() > bound {
-                return Ok((guard, record));
+                return Ok(Locked::Held(guard, record));
             }
             drop(guard);
             log::debug!("another process is sending tokens.make; waiting for its pair");
@@ -639,6 +658,20 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The pair of a record read without the lock, if it may be taken as it is: usable now,
+    /// and not the access token the server refused (`rejected`). A pair whose refresh token
+    /// the server refused is never stored (it is dropped in the same save).
+    fn usable_stored<'r>(
+        &self,
+        record: &'r StoredRecord,
+        rejected: Option<&AccessToken>,
+    ) -> Option<&'r TokenPair> {
+        let pair = record.pair.as_ref()?;
+        let now = self.server_now(record.server_offset);
+        (Some(&pair.access) != rejected && self.policy.usable(now, pair, record.issued_at))
+            .then_some(pair)
     }
 
     /// Whether `record` says another process has a tokens.make on its way right now.
@@ -659,17 +692,15 @@ impl Inner {
         // A cold start or another process's refresh: the stored pair may do, with no lock.
         if !self.dirty.load(Ordering::Relaxed) {
             if let Some(record) = self.store.load(&self.key)? {
-                if let Some(pair) = &record.pair {
-                    let now = self.server_now(record.server_offset);
-                    if Some(&pair.access) != rejected
-                        && self.policy.usable(now, pair, record.issued_at)
-                    {
-                        return Ok(self.adopt_stored(&record, pair));
-                    }
+                if let Some(pair) = self.usable_stored(&record, rejected) {
+                    return Ok(self.adopt_stored(&record, pair));
                 }
             }
         }
-        let (mut guard, mut record) = self.lock_when_no_make_in_flight()?;
+        let (mut guard, mut record) = match self.lock_when_no_make_in_flight(rejected)? {
+            Locked::Held(guard, record) => (guard, record),
+            Locked::Adopted(access) => return Ok(access),
+        };
         let mut refresh_refusal: Option<ApiError> = None;
         loop {
             let situation = Situation {
@@ -945,6 +976,14 @@ impl Inner {
         *self.current.lock() = Some(current);
         access
     }
+}
+
+/// What [`Inner::lock_when_no_make_in_flight`] came to.
+enum Locked<'a> {
+    /// The store's lock and the record under it.
+    Held(Box<dyn StoreLock + 'a>, StoredRecord),
+    /// A pair another process saved while this one waited, now in use.
+    Adopted(AccessToken),
 }
 
 /// Drops the stored pair whose refresh token the server has just refused (after a reload

@@ -16,8 +16,10 @@ use super::fs::{
     check_private, create_parent_dirs, io_error, open_or_create_private, parent_dir, sync_dir,
 };
 use super::record::describe;
-use super::wait::{lock_file_within, DEFAULT_LOCK_TIMEOUT};
-use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::wait::{
+    accepted, lock_file_within, take_or_find, try_lock_file, Waited, DEFAULT_LOCK_TIMEOUT,
+};
+use super::{LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "file";
@@ -49,7 +51,9 @@ const FILE_VERSION: u64 = 1;
 /// - The wait for another holder is bounded by the lock timeout (30 s unless
 ///   [`with_lock_timeout`](Self::with_lock_timeout) says otherwise), then
 ///   [`StoreError::LockTimeout`]. A waiter polls in steps of at most 2 ms, so it takes the
-///   lock within about 2 ms of its release.
+///   lock within about 2 ms of its release. A waiter in
+///   [`lock_unless`](TokenStore::lock_unless) also reads the store file between its polls
+///   whenever it was replaced, and stops waiting when the record is one it wants.
 ///
 /// Clones share the path only and are cheap; nothing is touched until the store is used.
 #[derive(Clone)]
@@ -129,6 +133,22 @@ impl FileStore {
                 "lock",
                 io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
             )),
+        }
+    }
+
+    /// The lock file beside the store (and the store's missing parent directories), open.
+    fn open_lock_file(&self) -> Result<(PathBuf, File), StoreError> {
+        let lock_path = self.lock_path()?;
+        create_parent_dirs(STORE, &self.path)?;
+        let file = open_or_create_private(STORE, &lock_path)?;
+        Ok((lock_path, file))
+    }
+
+    fn lock_timeout_error(&self, lock_path: &Path) -> StoreError {
+        StoreError::LockTimeout {
+            store: STORE,
+            location: lock_path.display().to_string(),
+            waited: self.lock_timeout,
         }
     }
 
@@ -248,18 +268,10 @@ impl TokenStore for FileStore {
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
-        let lock_path = self.lock_path()?;
-        create_parent_dirs(STORE, &self.path)?;
-        let file = open_or_create_private(STORE, &lock_path)?;
+        let (lock_path, file) = self.open_lock_file()?;
         match lock_file_within(&file, self.lock_timeout) {
             Ok(true) => {}
-            Ok(false) => {
-                return Err(StoreError::LockTimeout {
-                    store: STORE,
-                    location: lock_path.display().to_string(),
-                    waited: self.lock_timeout,
-                })
-            }
+            Ok(false) => return Err(self.lock_timeout_error(&lock_path)),
             Err(e) => return Err(io_error(STORE, &lock_path, "lock", e)),
         }
         Ok(Box::new(FileLock {
@@ -268,6 +280,55 @@ impl TokenStore for FileStore {
             _held: file,
         }))
     }
+
+    /// Between two tries of the lock, the store file is read again only when it was replaced
+    /// since the last look (a save always replaces it).
+    fn lock_unless(
+        &self,
+        key: &StoreKey,
+        wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+    ) -> Result<LockOrRecord<'_>, StoreError> {
+        let (lock_path, file) = self.open_lock_file()?;
+        let mut seen = None;
+        let waited = take_or_find(
+            self.lock_timeout,
+            Duration::ZERO,
+            || {
+                try_lock_file(&file)
+                    .map(|taken| taken.then_some(()))
+                    .map_err(|e| io_error(STORE, &lock_path, "lock", e))
+            },
+            || {
+                let now = fingerprint(&self.path);
+                if now.is_some() && now == seen {
+                    return Ok(None);
+                }
+                seen = now;
+                Ok(accepted(self.load_now(key)?, wanted))
+            },
+        )?;
+        match waited {
+            Waited::Taken(()) => Ok(LockOrRecord::Locked(Box::new(FileLock {
+                store: self,
+                key: key.clone(),
+                _held: file,
+            }))),
+            Waited::Found(record) => Ok(LockOrRecord::Found(record)),
+            Waited::TimedOut => Err(self.lock_timeout_error(&lock_path)),
+        }
+    }
+}
+
+/// What tells one version of the store file from the next: every save renames a new file
+/// over it (a new inode on Unix), and its length and modification time change with it.
+/// `None` when the file cannot be examined.
+fn fingerprint(path: &Path) -> Option<(u64, Option<std::time::SystemTime>, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.len(), meta.modified().ok(), inode))
 }
 
 /// Holds the lock file locked; closing it (on drop) releases the lock.

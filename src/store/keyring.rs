@@ -19,8 +19,12 @@ use keyring_core::{CredentialStore, Entry, Error as KeyringError};
 use parking_lot::Mutex;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::wait::{lock_file_within, DEFAULT_LOCK_TIMEOUT};
-use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::wait::{
+    accepted, lock_file_within, take_or_find, try_lock_file, Waited, DEFAULT_LOCK_TIMEOUT,
+};
+use super::{
+    decode_record, encode_record, LockOrRecord, StoreKey, StoreLock, StoredRecord, TokenStore,
+};
 use crate::error::StoreError;
 
 const STORE: &str = "keyring";
@@ -438,7 +442,42 @@ impl TokenStore for KeyringStore {
             _file: file,
         }))
     }
+
+    /// Between two tries of the lock file, the record is read from the keyring at most every
+    /// 50 ms: each read is a call to the platform's secret service.
+    fn lock_unless(
+        &self,
+        key: &StoreKey,
+        wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+    ) -> Result<LockOrRecord<'_>, StoreError> {
+        let entry = self.entry(key)?;
+        let path = self.lock_path(key)?;
+        let file = open_lock_file(&path)?;
+        let waited = take_or_find(
+            self.lock_timeout,
+            LOOK_EVERY,
+            || {
+                try_lock_file(&file)
+                    .map(|taken| taken.then_some(()))
+                    .map_err(|e| lock_io(&path, "lock the lock file", e))
+            },
+            || Ok(accepted(self.read(&entry, key)?, wanted)),
+        )?;
+        match waited {
+            Waited::Taken(()) => Ok(LockOrRecord::Locked(Box::new(KeyringLock {
+                store: self,
+                key: key.clone(),
+                entry,
+                _file: file,
+            }))),
+            Waited::Found(record) => Ok(LockOrRecord::Found(record)),
+            Waited::TimedOut => Err(lock_timeout(&path, self.lock_timeout)),
+        }
+    }
 }
+
+/// How often a waiter in [`KeyringStore::lock_unless`] reads the record.
+const LOOK_EVERY: Duration = Duration::from_millis(50);
 
 /// Holds the lock file of one key; the operating system releases it when the file is closed
 /// (on drop, or when the process dies).
@@ -716,12 +755,34 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Opens (creating it 0600, and its directory 0700, if needed) and exclusively locks the
 /// lock file at `path`, waiting at most `timeout` for another holder.
 fn lock_file(path: &Path, timeout: Duration) -> Result<File, StoreError> {
-    let io = |action: &'static str, source: std::io::Error| StoreError::Io {
+    let file = open_lock_file(path)?;
+    match lock_file_within(&file, timeout) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(lock_timeout(path, timeout)),
+        Err(e) => Err(lock_io(path, "lock the lock file", e)),
+    }
+}
+
+fn lock_timeout(path: &Path, timeout: Duration) -> StoreError {
+    StoreError::LockTimeout {
+        store: STORE,
+        location: path.display().to_string(),
+        waited: timeout,
+    }
+}
+
+fn lock_io(path: &Path, action: &'static str, source: std::io::Error) -> StoreError {
+    StoreError::Io {
         store: STORE,
         location: path.display().to_string(),
         action,
         source,
-    };
+    }
+}
+
+/// Opens the lock file at `path`, creating it (0600, and its directory 0700) if needed.
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    let io = |action: &'static str, source: std::io::Error| lock_io(path, action, source);
     if let Some(dir) = path.parent() {
         if !dir.is_dir() {
             create_private_dir(dir).map_err(|e| io("create the lock directory", e))?;
@@ -734,18 +795,7 @@ fn lock_file(path: &Path, timeout: Duration) -> Result<File, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let file = options
-        .open(path)
-        .map_err(|e| io("open the lock file", e))?;
-    match lock_file_within(&file, timeout) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(StoreError::LockTimeout {
-            store: STORE,
-            location: path.display().to_string(),
-            waited: timeout,
-        }),
-        Err(e) => Err(io("lock the lock file", e)),
-    }
+    options.open(path).map_err(|e| io("open the lock file", e))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

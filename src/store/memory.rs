@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::{StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::wait::{accepted, take_or_find, Waited};
+use super::{LockOrRecord, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 /// Keeps records in memory. Nothing survives the process; clones share one map, so several
@@ -54,6 +56,31 @@ impl TokenStore for MemoryStore {
             inner: &self.inner,
             key: key.clone(),
         }))
+    }
+
+    /// Waits for the lock without a bound (another holder is in this process), looking at
+    /// the record between its tries.
+    fn lock_unless(
+        &self,
+        key: &StoreKey,
+        wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+    ) -> Result<LockOrRecord<'_>, StoreError> {
+        let waited = take_or_find(
+            Duration::MAX,
+            Duration::ZERO,
+            || Ok(self.inner.flight.try_lock()),
+            || Ok(accepted(self.load(key)?, wanted)),
+        )?;
+        match waited {
+            Waited::Taken(flight) => Ok(LockOrRecord::Locked(Box::new(MemoryLock {
+                _flight: flight,
+                inner: &self.inner,
+                key: key.clone(),
+            }))),
+            Waited::Found(record) => Ok(LockOrRecord::Found(record)),
+            // A wait of about a century.
+            Waited::TimedOut => self.lock(key).map(LockOrRecord::Locked),
+        }
     }
 }
 

@@ -33,7 +33,6 @@ pub(crate) mod record;
 mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-#[cfg(any(feature = "file", feature = "sqlite", feature = "keyring"))]
 mod wait;
 
 #[cfg(feature = "postgres")]
@@ -260,6 +259,39 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// another [`StoreError`] when the lock cannot be taken.
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError>;
 
+    /// Takes the exclusive lock for `key` as [`lock`](Self::lock) does, unless, while it
+    /// waits for another holder, the record stored under `key` becomes one that `wanted`
+    /// accepts: then the wait ends at once and that record is returned, without the lock.
+    ///
+    /// A crowd of processes at the end of an access token uses it: one of them holds the
+    /// lock and refreshes; the others take the pair it saved as soon as it is there, instead
+    /// of each taking the lock in turn only to read that pair. What `wanted` accepts is the
+    /// caller's decision; the store only reads (with [`load`](Self::load) or the like, no
+    /// lock held) and asks. `wanted` is asked only while another holder keeps the store
+    /// waiting, never about a record read under the lock, and a record it refused may be
+    /// shown to it again.
+    ///
+    /// The wait is bounded as [`lock`](Self::lock)'s is. A failed read while waiting is not
+    /// an error: the wait goes on for the lock, under which the caller reads again.
+    ///
+    /// The default, for a store written before this method existed, is [`lock`](Self::lock)
+    /// (never [`LockOrRecord::Found`]): correct, only slower for a crowd. Every store of this
+    /// crate overrides it; the file, SQLite and memory stores read the record between their
+    /// polls of the lock, the keyring store every 50 ms, and the PostgreSQL store when it
+    /// arrives and once more when the holder's transaction ends (a shared row lock, woken by
+    /// the server), after which it queues for the row lock as [`lock`](Self::lock) does.
+    ///
+    /// # Errors
+    /// Those of [`lock`](Self::lock).
+    fn lock_unless(
+        &self,
+        key: &StoreKey,
+        wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+    ) -> Result<LockOrRecord<'_>, StoreError> {
+        let _ = wanted;
+        self.lock(key).map(LockOrRecord::Locked)
+    }
+
     /// Every key under which a record is stored (with a pair, or only a make ledger after a
     /// logout), sorted, each once. A snapshot, taken without the lock: a key saved or
     /// removed meanwhile may or may not be in it, and a key listed may be gone when it is
@@ -329,6 +361,25 @@ pub trait StoreLock {
     fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError>;
 }
 
+/// What [`TokenStore::lock_unless`] came to: the lock, or a record that the caller accepted
+/// while it waited for the lock.
+pub enum LockOrRecord<'a> {
+    /// The exclusive lock, as [`TokenStore::lock`] returns it.
+    Locked(Box<dyn StoreLock + 'a>),
+    /// The record found stored while another holder kept the lock, which the caller's check
+    /// accepted; no lock is held.
+    Found(StoredRecord),
+}
+
+impl fmt::Debug for LockOrRecord<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockOrRecord::Locked(_) => f.write_str("Locked(..)"),
+            LockOrRecord::Found(record) => f.debug_tuple("Found").field(record).finish(),
+        }
+    }
+}
+
 /// Shared and boxed stores are stores: `Arc<FileStore>`, `Box<dyn TokenStore>`, ...
 macro_rules! forward_token_store {
     ($($pointer:ident),*) => {$(
@@ -338,6 +389,13 @@ macro_rules! forward_token_store {
             }
             fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
                 (**self).lock(key)
+            }
+            fn lock_unless(
+                &self,
+                key: &StoreKey,
+                wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+            ) -> Result<LockOrRecord<'_>, StoreError> {
+                (**self).lock_unless(key, wanted)
             }
             fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
                 (**self).keys()

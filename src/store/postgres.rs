@@ -6,7 +6,7 @@ mod libpq;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::postgres::config::SslMode;
 use ::postgres::error::SqlState;
@@ -18,7 +18,8 @@ use zeroize::Zeroizing;
 
 use self::conninfo::Tls;
 use super::schema;
-use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::wait::{accepted, take_or_find, Waited};
+use super::{LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "postgres";
@@ -55,6 +56,13 @@ const INSERT_PLACEHOLDER: &str = "INSERT INTO chatapp_session_tokens (store_key,
      VALUES ($1, '') ON CONFLICT (store_key) DO NOTHING";
 const SELECT_FOR_UPDATE: &str =
     "SELECT record FROM chatapp_session_tokens WHERE store_key = $1 FOR UPDATE";
+/// The row lock if it is free: no row when another transaction holds it.
+const SELECT_FOR_UPDATE_SKIP_LOCKED: &str =
+    "SELECT record FROM chatapp_session_tokens WHERE store_key = $1 FOR UPDATE SKIP LOCKED";
+/// Waits for the holder of the row lock to end its transaction, then reads the row as it left
+/// it (every waiter at once: shared locks do not exclude each other).
+const SELECT_FOR_SHARE: &str =
+    "SELECT record FROM chatapp_session_tokens WHERE store_key = $1 FOR SHARE";
 const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, updated_at) \
      VALUES ($1, $2, clock_timestamp()) \
      ON CONFLICT (store_key) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at";
@@ -78,7 +86,10 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 /// - Waits are bounded: another process's lock is waited for at most the lock timeout (30 s
 ///   unless [`with_lock_timeout`](Self::with_lock_timeout) says otherwise; PostgreSQL's
 ///   `lock_timeout`), then [`StoreError::LockTimeout`]; another thread of this process holding
-///   the lock is waited for as long. Every other statement is bounded by a 30 s
+///   the lock is waited for as long. [`lock_unless`](TokenStore::lock_unless) waits for a
+///   holder with a shared row lock (`SELECT ... FOR SHARE`), which ends for every waiter at
+///   once when the holder commits, and returns the record the holder saved when the caller
+///   wants it; only then does it queue for the row lock. Every other statement is bounded by a 30 s
 ///   `statement_timeout`, and connecting by a 10 s `connect_timeout` unless the connection
 ///   string sets one.
 /// - [`load`](TokenStore::load) never waits for a lock holder (it reads the last committed
@@ -326,20 +337,68 @@ impl PostgresStore {
         }
     }
 
-    /// Opens the lock's transaction on `client`: bounded waits, the row inserted if missing,
-    /// then locked. Returns nothing: the holder reads the row when it needs it.
-    fn begin_on(&self, client: &mut Client, key: &StoreKey) -> Result<(), StoreError> {
-        let lock_ms = millis(self.lock_timeout);
+    /// Opens the lock's transaction on `client`: bounded waits (`lock_timeout`), the row
+    /// inserted if missing, then locked. Returns nothing: the holder reads the row when it
+    /// needs it.
+    fn begin_on(
+        &self,
+        client: &mut Client,
+        key: &StoreKey,
+        lock_timeout: Duration,
+    ) -> Result<(), StoreError> {
+        self.begin_with_row(client, key, lock_timeout)?;
+        self.select(client, key, SELECT_FOR_UPDATE).map(drop)
+    }
+
+    /// Opens a transaction whose waits last at most `lock_timeout` and inserts the key's row
+    /// if it is missing.
+    fn begin_with_row(
+        &self,
+        client: &mut Client,
+        key: &StoreKey,
+        lock_timeout: Duration,
+    ) -> Result<(), StoreError> {
+        // At least 1 ms: PostgreSQL reads 0 as "no limit".
+        let lock_ms = millis(lock_timeout).max(1);
         client
             .batch_execute(&format!(
                 "BEGIN; SET LOCAL lock_timeout = '{lock_ms}ms'; {}",
-                transaction_settings(self.lock_timeout.saturating_add(STATEMENT_TIMEOUT))
+                transaction_settings(lock_timeout.saturating_add(STATEMENT_TIMEOUT))
             ))
             .map_err(|e| failure(&self.location, "begin the lock's transaction", &e))?;
         client
             .execute_typed(INSERT_PLACEHOLDER, &[(&key.as_str(), Type::TEXT)])
-            .map_err(|e| self.lock_error("insert the row to lock", &e))?;
-        self.select(client, key, SELECT_FOR_UPDATE).map(drop)
+            .map_err(|e| self.lock_error("insert the row to lock", &e))
+            .map(drop)
+    }
+
+    /// [`lock_unless`](TokenStore::lock_unless)'s first attempt, in a transaction it opens on
+    /// `client`: the row lock if it is free; else the record as it is stored now and, if
+    /// `wanted` refuses it, as the holder leaves it when its transaction ends (a shared row
+    /// lock, waited for at most `lock_timeout`). The caller ends the transaction unless the
+    /// lock was taken.
+    fn lock_or_look(
+        &self,
+        client: &mut Client,
+        key: &StoreKey,
+        lock_timeout: Duration,
+        wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+    ) -> Result<FirstTry, StoreError> {
+        self.begin_with_row(client, key, lock_timeout)?;
+        if self
+            .select(client, key, SELECT_FOR_UPDATE_SKIP_LOCKED)?
+            .is_some()
+        {
+            return Ok(FirstTry::Locked);
+        }
+        for sql in [SELECT, SELECT_FOR_SHARE] {
+            let raw = self.select(client, key, sql)?;
+            // A record that cannot be read is read again under the lock, which reports it.
+            if let Some(record) = accepted(self.decode(key, raw).ok().flatten(), wanted) {
+                return Ok(FirstTry::Found(record));
+            }
+        }
+        Ok(FirstTry::Waited)
     }
 
     /// A failure, or [`StoreError::LockTimeout`] when it was the lock timeout expiring.
@@ -412,6 +471,70 @@ impl TokenStore for PostgresStore {
         guard.begin()?;
         Ok(Box::new(guard))
     }
+
+    /// Takes the row lock at once if it is free. Otherwise it reads the record as stored,
+    /// then waits with a shared row lock until the holder's transaction ends (the server
+    /// wakes every such waiter together when the holder commits its save) and reads it again;
+    /// a record that `wanted` accepts ends the wait, without the lock. If neither does, it
+    /// queues for the row lock as [`lock`](TokenStore::lock) does (one shared wait per call,
+    /// so that waiters cannot keep each other from the row lock). The lock timeout bounds
+    /// the whole.
+    fn lock_unless(
+        &self,
+        key: &StoreKey,
+        wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+    ) -> Result<LockOrRecord<'_>, StoreError> {
+        let start = Instant::now();
+        // Another thread of this process holding the main connection: waited for in short
+        // steps, loads (on the second connection) between them.
+        let waited = take_or_find(
+            self.lock_timeout,
+            Duration::ZERO,
+            || Ok(self.main.try_lock()),
+            || Ok(accepted(self.load(key)?, wanted)),
+        )?;
+        let slot = match waited {
+            Waited::Taken(slot) => slot,
+            Waited::Found(record) => return Ok(LockOrRecord::Found(record)),
+            Waited::TimedOut => return Err(self.lock_timeout_error()),
+        };
+        let mut guard = PostgresLock {
+            store: self,
+            slot,
+            key: key.clone(),
+            in_transaction: false,
+        };
+        let left = || self.lock_timeout.saturating_sub(start.elapsed());
+        let first = {
+            let timeout = left();
+            self.with_client(&mut guard.slot, |client| {
+                self.lock_or_look(client, key, timeout, wanted)
+            })
+        };
+        guard.in_transaction = true;
+        match first {
+            Ok(FirstTry::Locked) => return Ok(LockOrRecord::Locked(Box::new(guard))),
+            Ok(FirstTry::Found(record)) => return Ok(LockOrRecord::Found(record)),
+            Ok(FirstTry::Waited) => guard.rollback(),
+            Err(e) => return Err(e),
+        }
+        let timeout = left();
+        if timeout.is_zero() {
+            return Err(self.lock_timeout_error());
+        }
+        guard.begin_within(timeout)?;
+        Ok(LockOrRecord::Locked(Box::new(guard)))
+    }
+}
+
+/// How [`PostgresStore::lock_or_look`] ended.
+enum FirstTry {
+    /// The row lock is held.
+    Locked,
+    /// A record the caller wanted; no lock is held.
+    Found(StoredRecord),
+    /// The holder ended its transaction and left no record the caller wanted.
+    Waited,
 }
 
 /// The store's main connection, inside the transaction that holds the row lock until the
@@ -426,8 +549,15 @@ struct PostgresLock<'a> {
 impl PostgresLock<'_> {
     /// Takes the row lock (again, after a save).
     fn begin(&mut self) -> Result<(), StoreError> {
+        self.begin_within(self.store.lock_timeout)
+    }
+
+    /// Takes the row lock, waiting at most `lock_timeout` for another holder.
+    fn begin_within(&mut self, lock_timeout: Duration) -> Result<(), StoreError> {
         let (store, key) = (self.store, &self.key);
-        let result = store.with_client(&mut self.slot, |client| store.begin_on(client, key));
+        let result = store.with_client(&mut self.slot, |client| {
+            store.begin_on(client, key, lock_timeout)
+        });
         self.in_transaction = true;
         if result.is_err() {
             self.rollback();

@@ -14,8 +14,8 @@ use super::fs::{
     check_private, create_parent_dirs, io_error, make_private_if_exists, open_or_create_private,
 };
 use super::schema;
-use super::wait::{Backoff, DEFAULT_LOCK_TIMEOUT};
-use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::wait::{accepted, take_or_find, Backoff, Waited, DEFAULT_LOCK_TIMEOUT};
+use super::{LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "sqlite";
@@ -52,7 +52,9 @@ const UPSERT: &str = "INSERT INTO chatapp_tokens (store_key, record, updated_at)
 ///   (30 s unless [`with_lock_timeout`](Self::with_lock_timeout) says otherwise), then fails
 ///   with [`StoreError::LockTimeout`]. It retries `BEGIN IMMEDIATE` in steps of at most 2 ms
 ///   (not SQLite's default busy handler, which sleeps up to 100 ms at a time), so it takes the
-///   lock within about 2 ms of its release.
+///   lock within about 2 ms of its release. A waiter in
+///   [`lock_unless`](TokenStore::lock_unless) also reads the record between its tries, and
+///   stops waiting when it is one it wants.
 /// - A row that cannot be read ([`StoreError::Corrupt`]) or was written by a newer build
 ///   ([`StoreError::UnsupportedVersion`]) is never overwritten: saves under its key are refused.
 pub struct SqliteStore {
@@ -189,6 +191,24 @@ impl SqliteStore {
         }
     }
 
+    /// One try at the lock: the write connection, if no other thread of this process holds
+    /// it, inside `BEGIN IMMEDIATE`, if no other connection holds the database's write lock.
+    fn try_begin(&self) -> Result<Option<MutexGuard<'_, Connection>>, StoreError> {
+        let Some(conn) = self.writer.try_lock() else {
+            return Ok(None);
+        };
+        if !conn.is_autocommit() {
+            // A transaction left open by a guard whose rollback failed: end it first.
+            conn.execute_batch("ROLLBACK")
+                .map_err(|e| sql_error(e, &self.location))?;
+        }
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => Ok(Some(conn)),
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => Ok(None),
+            Err(e) => Err(sql_error(e, &self.location)),
+        }
+    }
+
     /// Starts the write transaction that is the store's lock, retrying in short steps while
     /// another connection holds it, up to the lock timeout.
     fn begin_immediate(&self, conn: &Connection, timeout: Duration) -> Result<(), StoreError> {
@@ -254,6 +274,32 @@ impl TokenStore for SqliteStore {
             key: key.clone(),
             in_transaction: true,
         }))
+    }
+
+    /// Between two tries of the lock (this process's write connection, then `BEGIN
+    /// IMMEDIATE`), the record is read on the load connection, which never waits for the
+    /// holder.
+    fn lock_unless(
+        &self,
+        key: &StoreKey,
+        wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+    ) -> Result<LockOrRecord<'_>, StoreError> {
+        let waited = take_or_find(
+            self.lock_timeout,
+            Duration::ZERO,
+            || self.try_begin(),
+            || Ok(accepted(self.load(key)?, wanted)),
+        )?;
+        match waited {
+            Waited::Taken(conn) => Ok(LockOrRecord::Locked(Box::new(SqliteLock {
+                store: self,
+                conn,
+                key: key.clone(),
+                in_transaction: true,
+            }))),
+            Waited::Found(record) => Ok(LockOrRecord::Found(record)),
+            Waited::TimedOut => Err(self.lock_timeout_error()),
+        }
     }
 }
 

@@ -1,11 +1,20 @@
-//! Bounded lock waits: an exclusive file lock taken within a deadline, and the short-step
+//! Bounded lock waits: an exclusive file lock taken within a deadline, the short-step
 //! back-off that every polling wait of the stores shares, so that a waiter wakes within about
-//! a millisecond of the lock's release instead of sleeping in long steps.
+//! a millisecond of the lock's release instead of sleeping in long steps, and the wait of
+//! [`TokenStore::lock_unless`](super::TokenStore::lock_unless), which also looks at the stored
+//! record between its tries.
 
 use std::time::{Duration, Instant};
 
+use super::StoredRecord;
+use crate::error::StoreError;
+
 /// The lock timeout of every store unless set otherwise: as long as the session's default
 /// HTTP timeout, so that a waiter never gives up while the holder may still be refreshing.
+#[cfg_attr(
+    not(any(feature = "file", feature = "sqlite", feature = "keyring")),
+    allow(dead_code)
+)]
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The first pause of a wait.
@@ -46,6 +55,59 @@ impl Backoff {
     }
 }
 
+/// How a wait for a lock ended ([`take_or_find`]).
+pub(crate) enum Waited<L> {
+    /// The lock was taken.
+    Taken(L),
+    /// A record the caller accepted was found while waiting.
+    Found(StoredRecord),
+    /// Neither, within the timeout.
+    TimedOut,
+}
+
+/// Tries `take` until it gives the lock, in [`Backoff`] steps for at most `timeout`; between
+/// two tries, while at least `look_every` has passed since the last look, asks `look` for a
+/// stored record that ends the wait (a failed look is logged and the wait goes on). The lock
+/// is tried first, so an uncontended lock costs no look.
+///
+/// # Errors
+/// Those of `take`.
+pub(crate) fn take_or_find<L>(
+    timeout: Duration,
+    look_every: Duration,
+    mut take: impl FnMut() -> Result<Option<L>, StoreError>,
+    mut look: impl FnMut() -> Result<Option<StoredRecord>, StoreError>,
+) -> Result<Waited<L>, StoreError> {
+    let mut backoff = Backoff::new(timeout);
+    let mut looked: Option<Instant> = None;
+    loop {
+        if let Some(lock) = take()? {
+            return Ok(Waited::Taken(lock));
+        }
+        if !backoff.pause() {
+            return Ok(Waited::TimedOut);
+        }
+        // Right before the next try, so that a record saved just before the holder let go is
+        // seen here rather than read again under the lock.
+        if looked.is_none_or(|at| at.elapsed() >= look_every) {
+            looked = Some(Instant::now());
+            match look() {
+                Ok(Some(record)) => return Ok(Waited::Found(record)),
+                Ok(None) => {}
+                Err(e) => log::debug!("could not read the record while waiting for the lock: {e}"),
+            }
+        }
+    }
+}
+
+/// `record` if it is there and `wanted` accepts it: the look of a [`take_or_find`].
+pub(crate) fn accepted(
+    record: Option<StoredRecord>,
+    wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+) -> Option<StoredRecord> {
+    record.filter(|record| wanted(record))
+}
+
 /// Used when `now + timeout` does not fit an `Instant`: a timeout of about a century is as
 /// good as none, and still a bound.
 const MAX_TIMEOUT_FALLBACK: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -59,17 +121,29 @@ const MAX_TIMEOUT_FALLBACK: Duration = Duration::from_secs(100 * 365 * 24 * 3600
 /// The operating system's error when the lock cannot be taken for another reason.
 #[cfg(any(feature = "file", feature = "keyring"))]
 pub(crate) fn lock_file_within(file: &std::fs::File, timeout: Duration) -> std::io::Result<bool> {
+    let mut backoff = Backoff::new(timeout);
+    loop {
+        if try_lock_file(file)? {
+            return Ok(true);
+        }
+        if !backoff.pause() {
+            return Ok(false);
+        }
+    }
+}
+
+/// One try at the exclusive advisory lock on `file`: `Ok(false)` when another holder has it.
+///
+/// # Errors
+/// The operating system's error when the lock cannot be taken for another reason.
+#[cfg(any(feature = "file", feature = "keyring"))]
+pub(crate) fn try_lock_file(file: &std::fs::File) -> std::io::Result<bool> {
     use std::fs::TryLockError;
 
-    let mut backoff = Backoff::new(timeout);
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(true),
-            Err(TryLockError::WouldBlock) => {
-                if !backoff.pause() {
-                    return Ok(false);
-                }
-            }
+            Err(TryLockError::WouldBlock) => return Ok(false),
             Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(TryLockError::Error(e)) => return Err(e),
         }
