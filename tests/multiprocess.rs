@@ -5,11 +5,13 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
-use chatapp_session::store::TokenStore;
+use chatapp_session::store::{LockOrRecord, StoreKey, StoreLock, StoredRecord, TokenStore};
 use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
+use chatapp_session::StoreError;
 use chatapp_session::{Credentials, Session};
 
 const CHILD: &str = "CHATAPP_MP_CHILD";
@@ -178,9 +180,18 @@ fn eight_processes_on_a_sqlite_store_refresh_once() {
 #[cfg(feature = "keyring")]
 #[test]
 fn eight_processes_on_a_keyring_store_refresh_once() {
+    if let Some(spec) = keyring_spec() {
+        crowd_refreshes_once(&spec, 8);
+    }
+}
+
+/// A keyring store spec under a service no other run uses; `None` (said on stderr) when
+/// `CHATAPP_SKIP_KEYRING_TESTS` is set.
+#[cfg(feature = "keyring")]
+fn keyring_spec() -> Option<String> {
     if std::env::var_os("CHATAPP_SKIP_KEYRING_TESTS").is_some() {
         eprintln!("CHATAPP_SKIP_KEYRING_TESTS is set: skipped");
-        return;
+        return None;
     }
     let service = format!(
         "chatapp-session-mp-{}-{}",
@@ -190,7 +201,7 @@ fn eight_processes_on_a_keyring_store_refresh_once() {
             .unwrap()
             .as_nanos()
     );
-    crowd_refreshes_once(&format!("keyring:{service}"), 8);
+    Some(format!("keyring:{service}"))
 }
 
 /// Twelve processes on one PostgreSQL database: the issue's fleet in miniature. The store key
@@ -198,7 +209,16 @@ fn eight_processes_on_a_keyring_store_refresh_once() {
 #[cfg(feature = "postgres")]
 #[test]
 fn twelve_processes_on_a_postgres_store_refresh_once() {
-    // `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer`: through the transaction-pooling pgbouncer.
+    if let Some(spec) = postgres_spec() {
+        crowd_refreshes_once(&spec, 12);
+    }
+}
+
+/// The spec of the test database (`CHATAPP_TEST_POSTGRES`, or with
+/// `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer` the transaction-pooling pgbouncer in front of it);
+/// `None` (said on stderr) when `CHATAPP_SKIP_POSTGRES_TESTS` is set.
+#[cfg(feature = "postgres")]
+fn postgres_spec() -> Option<String> {
     let via_bouncer = std::env::var("CHATAPP_TEST_POSTGRES_ROUTE").as_deref() == Ok("pgbouncer");
     let conninfo = if via_bouncer {
         Ok(std::env::var("CHATAPP_TEST_PGBOUNCER")
@@ -207,13 +227,173 @@ fn twelve_processes_on_a_postgres_store_refresh_once() {
         std::env::var("CHATAPP_TEST_POSTGRES")
     };
     match conninfo {
-        Ok(conninfo) => crowd_refreshes_once(&format!("postgres:{conninfo}"), 12),
+        Ok(conninfo) => Some(format!("postgres:{conninfo}")),
         Err(_) if std::env::var_os("CHATAPP_SKIP_POSTGRES_TESTS").is_some() => {
-            eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped")
+            eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped");
+            None
         }
         Err(_) => panic!(
             "CHATAPP_TEST_POSTGRES is not set: run the suite as `bash .ci/test` \
              (or set CHATAPP_SKIP_POSTGRES_TESTS=1)"
         ),
+    }
+}
+
+/// A store that counts the exclusive locks taken through it.
+#[derive(Debug)]
+struct Counted {
+    inner: Box<dyn TokenStore>,
+    locks: Arc<AtomicUsize>,
+}
+
+impl TokenStore for Counted {
+    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
+        self.inner.load(key)
+    }
+
+    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
+        self.locks.fetch_add(1, Ordering::SeqCst);
+        self.inner.lock(key)
+    }
+
+    fn lock_unless(
+        &self,
+        key: &StoreKey,
+        wanted: &mut dyn FnMut(&StoredRecord) -> bool,
+    ) -> Result<LockOrRecord<'_>, StoreError> {
+        let waited = self.inner.lock_unless(key, wanted)?;
+        if let LockOrRecord::Locked(_) = waited {
+            self.locks.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(waited)
+    }
+}
+
+/// Crowds at expiry (issue 12): a session whose token the server refused, waiting for the
+/// store's lock that another holder (`holder`, the same storage as `store`) keeps, adopts the
+/// pair the holder saves meanwhile and returns while the holder still holds the lock, without
+/// ever taking the lock itself and with no refresh of its own. While the refused pair is
+/// stored, the session keeps waiting. With `resave_refused`, the holder first saves the refused
+/// pair again (with another ledger), which the session must not adopt either (not for
+/// PostgreSQL across two connections: a waiter there looks once more when the holder's save
+/// ends its lock, then queues for the lock, and might take it before the holder takes it
+/// again).
+fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
+    holder: &dyn TokenStore,
+    store: Box<dyn TokenStore>,
+    resave_refused: bool,
+) {
+    let server = FakeChatApp::start().unwrap();
+    let locks = Arc::new(AtomicUsize::new(0));
+    let session = Session::builder()
+        .credentials(server.credentials())
+        .store(Counted {
+            inner: store,
+            locks: locks.clone(),
+        })
+        .base_url(server.base_url())
+        .build()
+        .unwrap();
+    let refused = session.access_token().unwrap();
+    server.revoke_access_tokens();
+    server.reset_counters();
+    locks.store(0, Ordering::SeqCst);
+    let key = session.store_key().clone();
+    let mut guard = holder.lock(&key).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = tx.send(session.request("GET", "/v1/licenses", None));
+        });
+        // The session meets the refusal and waits for the lock.
+        let waiting = Duration::from_millis(500);
+        assert!(
+            rx.recv_timeout(waiting).is_err(),
+            "the session did not wait"
+        );
+        let mut record = guard.load().unwrap().unwrap();
+        assert_eq!(record.pair.as_ref().map(|p| &p.access), Some(&refused));
+        if resave_refused {
+            record.makes.push(server.now());
+            guard.save(&record).unwrap();
+            guard.load().unwrap();
+            assert!(
+                rx.recv_timeout(waiting).is_err(),
+                "the session adopted the pair the server refused"
+            );
+        }
+        let fresh = server.issue_pair();
+        record.pair = Some(fresh.clone());
+        record.issued_at = Some(server.now());
+        guard.save(&record).unwrap();
+        // Hold the lock again (SQLite and PostgreSQL end it with each save) until the session
+        // is done.
+        guard.load().unwrap();
+        let result = rx.recv_timeout(Duration::from_secs(10));
+        assert!(
+            matches!(result, Ok(Ok(_))),
+            "the session did not return, with the fresh pair, while the lock was held: {result:?}"
+        );
+        drop(guard);
+        assert_eq!(session.access_token().unwrap(), fresh.access);
+    });
+    let c = server.counters();
+    assert_eq!(
+        (c.refreshes, c.refreshes_rejected, c.makes),
+        (0, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(
+        locks.load(Ordering::SeqCst),
+        0,
+        "the session took the exclusive lock to read the pair saved while it waited"
+    );
+}
+
+#[test]
+fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("file:{}", dir.path().join("s.json").display());
+    a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
+        &*open_store(&spec),
+        open_store(&spec),
+        true,
+    );
+}
+
+/// On one `SqliteStore` shared by the holder and the session (the process's write connection
+/// is the lock in between); across two connections, SQLite ends the lock with each save, and
+/// the conformance suite checks that case.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("sqlite:{}", dir.path().join("s.db").display());
+    let shared: Arc<dyn TokenStore> = Arc::from(open_store(&spec));
+    a_waiter_adopts_a_pair_saved_while_the_lock_is_held(&*shared, Box::new(shared.clone()), true);
+}
+
+#[cfg(feature = "keyring")]
+#[test]
+fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_keyring_store() {
+    if let Some(spec) = keyring_spec() {
+        a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
+            &*open_store(&spec),
+            open_store(&spec),
+            true,
+        );
+    }
+}
+
+/// Two connections, as two processes: the waiter wakes when the holder commits its save.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_postgres_store() {
+    if let Some(spec) = postgres_spec() {
+        a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
+            &*open_store(&spec),
+            open_store(&spec),
+            false,
+        );
     }
 }

@@ -26,7 +26,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatapp_session::store::{conformance, PostgresStore, StoreKey, TokenStore};
+use chatapp_session::store::{conformance, LockOrRecord, PostgresStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
 use common::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
@@ -765,6 +765,55 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
         assert!(acquired >= released);
     });
     assert_eq!(holder.load(&key).unwrap(), Some(secret_record(1)));
+}
+
+/// Issue 12: `lock_unless` waits for a holder with a shared row lock, and when the holder's
+/// save leaves a record it does not want, queues for the row lock: the two waits together
+/// last no longer than one lock timeout. Here the first holder saves an unwanted record after
+/// 400 ms, and a second holder, queued meanwhile, takes the lock next and keeps it; the
+/// waiter (1 s) gives up after about 1 s in all.
+#[test]
+fn lock_unless_waits_one_lock_timeout_in_all() {
+    let Some(db) = Db::new("unless") else { return };
+    let key = StoreKey::new("k");
+    let (first, second) = (db.open(), db.open());
+    first.save(&key, &secret_record(1)).unwrap();
+    let waiter = db.open().with_lock_timeout(Duration::from_secs(1));
+    let mut guard = first.lock(&key).unwrap();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    thread::scope(|s| {
+        let waited = s.spawn(|| {
+            let asked = Instant::now();
+            let result = waiter.lock_unless(&key, &mut |_| false).map(drop);
+            drop(done_tx);
+            (result, asked.elapsed())
+        });
+        thread::sleep(Duration::from_millis(200));
+        let key = &key;
+        let second = &second;
+        s.spawn(move || {
+            let _held = second.lock(key).unwrap();
+            let _ = done_rx.recv_timeout(Duration::from_secs(10));
+        });
+        thread::sleep(Duration::from_millis(200));
+        guard.save(&secret_record(2)).unwrap();
+        let (result, elapsed) = waited.join().unwrap();
+        assert!(
+            matches!(result, Err(StoreError::LockTimeout { .. })),
+            "{result:?}"
+        );
+        assert!(elapsed >= Duration::from_millis(950), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    });
+    drop(guard);
+    // Once the holders are gone, the waiter takes the lock and sees the last save.
+    let taken = waiter.lock_unless(&key, &mut |_| false).unwrap();
+    match taken {
+        LockOrRecord::Locked(mut guard) => {
+            assert_eq!(guard.load().unwrap(), Some(secret_record(2)))
+        }
+        LockOrRecord::Found(_) => panic!("found a record it did not want"),
+    };
 }
 
 /// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) keeps its row lock, but

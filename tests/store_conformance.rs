@@ -61,6 +61,20 @@ macro_rules! conformance_tests {
             }
 
             #[test]
+            fn lock_unless_finds_saved_record() {
+                let open = $open;
+                conformance::lock_unless_finds_saved_record(&open());
+            }
+
+            #[test]
+            fn lock_unless_finds_saved_record_across() {
+                if $durable {
+                    let open = $open;
+                    conformance::lock_unless_finds_saved_record_across(&open(), &open());
+                }
+            }
+
+            #[test]
             fn lock_then_load_sees_saved() {
                 let open = $open;
                 conformance::lock_then_load_sees_saved(&open());

@@ -16,12 +16,12 @@
 //! Checks of corrupt or foreign stored data are backend-specific and live in each backend's
 //! own tests. Compiled with the `testing` feature.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Cooldown, StoreKey, StoredRecord, TokenStore};
+use super::{Cooldown, LockOrRecord, StoreKey, StoredRecord, TokenStore};
 use crate::clock::{Clock, SystemClock};
 use crate::token::{AccessToken, RefreshToken, TokenPair};
 
@@ -415,6 +415,141 @@ pub fn lock_excludes_second_holder<S: TokenStore + ?Sized>(store: &S) {
     tidy(store, &[&key], CHECK);
 }
 
+/// While one thread holds `lock(key)` and saves a record under it, another thread's
+/// [`lock_unless`](TokenStore::lock_unless), whose check accepts only that record, returns it
+/// ([`LockOrRecord::Found`]) while the first thread still holds the lock.
+///
+/// # Panics
+/// When the store fails the check.
+pub fn lock_unless_finds_saved_record<S: TokenStore + ?Sized>(store: &S) {
+    const CHECK: &str = "lock_unless_finds_saved_record";
+    assert!(
+        lock_unless_attempt(store, store, CHECK),
+        "{CHECK}: lock_unless waited for the lock instead of returning the record saved meanwhile"
+    );
+}
+
+/// [`lock_unless_finds_saved_record`] with the holder and the waiter on two stores opened on
+/// the same storage, as two processes would be. The holder takes the lock again right after
+/// its save; a store whose lock ends with each save (SQLite, PostgreSQL) may let the waiter
+/// take the lock in that instant, and see the record under it, which is correct too. So the
+/// check is made up to three times and passes when the waiter found the record without the
+/// lock at least once; every attempt must end in one of the two ways.
+///
+/// # Panics
+/// When the stores fail the check.
+pub fn lock_unless_finds_saved_record_across<H, W>(holder: &H, waiter: &W)
+where
+    H: TokenStore + ?Sized,
+    W: TokenStore + ?Sized,
+{
+    const CHECK: &str = "lock_unless_finds_saved_record_across";
+    assert!(
+        (0..3).any(|_| lock_unless_attempt(holder, waiter, CHECK)),
+        "{CHECK}: lock_unless waited for the lock instead of returning the record saved meanwhile, 3 times"
+    );
+}
+
+/// One attempt of the `lock_unless` checks: whether the waiter found the record without the
+/// lock. Panics when it ends any other way than those two.
+fn lock_unless_attempt<H, W>(holder: &H, waiter: &W, check: &str) -> bool
+where
+    H: TokenStore + ?Sized,
+    W: TokenStore + ?Sized,
+{
+    let key = unique_key(check);
+    let fresh = record(check, 2);
+    save(holder, &key, &record(check, 1), check);
+    let asked = AtomicUsize::new(0);
+    let (locked_tx, locked_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (released_at, returned_at, outcome) = thread::scope(|scope| {
+        let (key, fresh, asked) = (&key, &fresh, &asked);
+        let h = scope.spawn(move || {
+            let mut guard = match holder.lock(key) {
+                Ok(guard) => guard,
+                Err(e) => panic!("{check}: the holder's lock({key}) failed: {e}"),
+            };
+            let _ = locked_tx.send(());
+            // Until the waiter has looked at the record once, and a little more, so that it is
+            // back to waiting when the record changes.
+            let start = Instant::now();
+            while asked.load(Ordering::SeqCst) == 0 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "{check}: the waiter never looked at the stored record while it waited"
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
+            thread::sleep(HOLD / 3);
+            if let Err(e) = guard.save(fresh) {
+                panic!("{check}: the holder's save failed: {e}");
+            }
+            // Hold on (again, for a store whose lock ended with the save) until the waiter is
+            // done.
+            if let Err(e) = guard.load() {
+                panic!("{check}: the holder's load after its save failed: {e}");
+            }
+            let _ = done_rx.recv_timeout(Duration::from_secs(30));
+            let released_at = Instant::now();
+            drop(guard);
+            released_at
+        });
+        let w = scope.spawn(move || {
+            assert!(
+                locked_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+                "{check}: the holder never took the lock"
+            );
+            let mut wanted = |found: &StoredRecord| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                found == fresh
+            };
+            let outcome = match waiter.lock_unless(key, &mut wanted) {
+                Ok(LockOrRecord::Found(found)) => Ok(found),
+                Ok(LockOrRecord::Locked(mut guard)) => match guard.load() {
+                    Ok(under_lock) => Err(under_lock),
+                    Err(e) => panic!("{check}: load under the waiter's lock failed: {e}"),
+                },
+                Err(e) => panic!("{check}: lock_unless({key}) failed: {e}"),
+            };
+            let returned_at = Instant::now();
+            let _ = done_tx.send(());
+            (returned_at, outcome)
+        });
+        let released_at = match h.join() {
+            Ok(at) => at,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let (returned_at, outcome) = match w.join() {
+            Ok(w) => w,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (released_at, returned_at, outcome)
+    });
+    tidy(holder, &[&key], check);
+    match outcome {
+        Ok(found) => {
+            assert_eq!(
+                found, fresh,
+                "{check}: lock_unless returned a record it did not want"
+            );
+            assert!(
+                returned_at < released_at,
+                "{check}: lock_unless returned its record only after the holder let go"
+            );
+            true
+        }
+        Err(under_lock) => {
+            assert_eq!(
+                under_lock,
+                Some(fresh),
+                "{check}: the waiter took the lock, and must then see what the holder saved"
+            );
+            false
+        }
+    }
+}
+
 /// A lock's `load` sees what `save` wrote; what the lock saves, `load` sees after the guard is
 /// dropped; a guard dropped without saving changes nothing.
 ///
@@ -505,7 +640,8 @@ pub fn keys_are_listed<S: TokenStore + ?Sized>(store: &S) {
     tidy(store, &[&b], check);
 }
 
-/// Runs every check on a store from `open`; [`survives_reopen`] too when `durable`.
+/// Runs every check on a store from `open`; [`survives_reopen`] and
+/// [`lock_unless_finds_saved_record_across`] (on two stores from `open`) too when `durable`.
 ///
 /// # Panics
 /// When the store fails a check.
@@ -519,7 +655,11 @@ pub fn run_all<S: TokenStore>(open: &dyn Fn() -> S, durable: bool) {
     keys_are_listed(&store);
     concurrent_saves(&store);
     lock_excludes_second_holder(&store);
+    lock_unless_finds_saved_record(&store);
     lock_then_load_sees_saved(&store);
+    if durable {
+        lock_unless_finds_saved_record_across(&store, &open());
+    }
     drop(store);
     if durable {
         survives_reopen(open);
