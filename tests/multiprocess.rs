@@ -350,13 +350,18 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
     );
 }
 
+/// [`a_waiter_adopts_a_pair_saved_while_the_lock_is_held`] with the holder and the session on
+/// two stores opened from `spec`, as two processes would be.
+fn a_waiter_adopts_across(spec: &str, resave_refused: bool) {
+    let holder = open_store(spec);
+    a_waiter_adopts_a_pair_saved_while_the_lock_is_held(&*holder, open_store(spec), resave_refused);
+}
+
 #[test]
 fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_file_store() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = format!("file:{}", dir.path().join("s.json").display());
-    a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
-        &*open_store(&spec),
-        open_store(&spec),
+    a_waiter_adopts_across(
+        &format!("file:{}", dir.path().join("s.json").display()),
         true,
     );
 }
@@ -377,11 +382,7 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_sqlite_store() {
 #[test]
 fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_keyring_store() {
     if let Some(spec) = keyring_spec() {
-        a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
-            &*open_store(&spec),
-            open_store(&spec),
-            true,
-        );
+        a_waiter_adopts_across(&spec, true);
     }
 }
 
@@ -390,10 +391,6 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_keyring_store() {
 #[test]
 fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_postgres_store() {
     if let Some(spec) = postgres_spec() {
-        a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
-            &*open_store(&spec),
-            open_store(&spec),
-            false,
-        );
+        a_waiter_adopts_across(&spec, false);
     }
 }

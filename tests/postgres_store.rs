@@ -769,9 +769,9 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
 
 /// Issue 12: `lock_unless` waits for a holder with a shared row lock, and when the holder's
 /// save leaves a record it does not want, queues for the row lock: the two waits together
-/// last no longer than one lock timeout. Here the first holder saves an unwanted record after
-/// 400 ms, and a second holder, queued meanwhile, takes the lock next and keeps it; the
-/// waiter (1 s) gives up after about 1 s in all.
+/// last no longer than one lock timeout. Here the first holder saves an unwanted record once
+/// the waiter and then a second holder queue for the row (the server says so), and the second
+/// holder takes the lock next and keeps it; the waiter (1 s) gives up after about 1 s in all.
 #[test]
 fn lock_unless_waits_one_lock_timeout_in_all() {
     let Some(db) = Db::new("unless") else { return };
@@ -788,14 +788,32 @@ fn lock_unless_waits_one_lock_timeout_in_all() {
             drop(done_tx);
             (result, asked.elapsed())
         });
-        thread::sleep(Duration::from_millis(200));
+        // The first in the row's queue holds its tuple lock; the others wait for it.
+        let mut direct = raw(&db.direct);
+        let mut queued = |granted: bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while direct
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'tuple' \
+                     AND relation = 'chatapp_session_tokens'::regclass AND granted = $1",
+                    &[&granted],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+            {
+                assert!(Instant::now() < deadline, "nobody queued for the row");
+                thread::sleep(Duration::from_millis(5));
+            }
+        };
+        queued(true);
         let key = &key;
         let second = &second;
         s.spawn(move || {
             let _held = second.lock(key).unwrap();
             let _ = done_rx.recv_timeout(Duration::from_secs(10));
         });
-        thread::sleep(Duration::from_millis(200));
+        queued(false);
         guard.save(&secret_record(2)).unwrap();
         let (result, elapsed) = waited.join().unwrap();
         assert!(

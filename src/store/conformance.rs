@@ -496,10 +496,9 @@ where
             released_at
         });
         let w = scope.spawn(move || {
-            assert!(
-                locked_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
-                "{check}: the holder never took the lock"
-            );
+            if locked_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+                panic!("{check}: the holder never took the lock");
+            }
             let mut wanted = |found: &StoredRecord| {
                 asked.fetch_add(1, Ordering::SeqCst);
                 found == fresh
@@ -516,15 +515,8 @@ where
             let _ = done_tx.send(());
             (returned_at, outcome)
         });
-        let released_at = match h.join() {
-            Ok(at) => at,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        let (returned_at, outcome) = match w.join() {
-            Ok(w) => w,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        (released_at, returned_at, outcome)
+        let (returned_at, outcome) = joined(w);
+        (joined(h), returned_at, outcome)
     });
     tidy(holder, &[&key], check);
     match outcome {
@@ -548,6 +540,13 @@ where
             false
         }
     }
+}
+
+/// What a scoped thread returned; its panic goes on in this thread.
+fn joined<T>(thread: thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// A lock's `load` sees what `save` wrote; what the lock saves, `load` sees after the guard is

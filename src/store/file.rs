@@ -16,9 +16,7 @@ use super::fs::{
     check_private, create_parent_dirs, io_error, open_or_create_private, parent_dir, sync_dir,
 };
 use super::record::describe;
-use super::wait::{
-    accepted, lock_file_within, take_or_find, try_lock_file, Waited, DEFAULT_LOCK_TIMEOUT,
-};
+use super::wait::{accepted, lock_file_within, lock_or_find, try_lock_slot, DEFAULT_LOCK_TIMEOUT};
 use super::{LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -289,15 +287,12 @@ impl TokenStore for FileStore {
         wanted: &mut dyn FnMut(&StoredRecord) -> bool,
     ) -> Result<LockOrRecord<'_>, StoreError> {
         let (lock_path, file) = self.open_lock_file()?;
+        let mut unlocked = Some(file);
         let mut seen = None;
-        let waited = take_or_find(
+        lock_or_find(
             self.lock_timeout,
             Duration::ZERO,
-            || {
-                try_lock_file(&file)
-                    .map(|taken| taken.then_some(()))
-                    .map_err(|e| io_error(STORE, &lock_path, "lock", e))
-            },
+            || try_lock_slot(&mut unlocked).map_err(|e| io_error(STORE, &lock_path, "lock", e)),
             || {
                 let now = fingerprint(&self.path);
                 if now.is_some() && now == seen {
@@ -306,16 +301,15 @@ impl TokenStore for FileStore {
                 seen = now;
                 Ok(accepted(self.load_now(key)?, wanted))
             },
-        )?;
-        match waited {
-            Waited::Taken(()) => Ok(LockOrRecord::Locked(Box::new(FileLock {
-                store: self,
-                key: key.clone(),
-                _held: file,
-            }))),
-            Waited::Found(record) => Ok(LockOrRecord::Found(record)),
-            Waited::TimedOut => Err(self.lock_timeout_error(&lock_path)),
-        }
+            |file| {
+                Box::new(FileLock {
+                    store: self,
+                    key: key.clone(),
+                    _held: file,
+                })
+            },
+        )?
+        .ok_or_else(|| self.lock_timeout_error(&lock_path))
     }
 }
 

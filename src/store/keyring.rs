@@ -19,9 +19,7 @@ use keyring_core::{CredentialStore, Entry, Error as KeyringError};
 use parking_lot::Mutex;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::wait::{
-    accepted, lock_file_within, take_or_find, try_lock_file, Waited, DEFAULT_LOCK_TIMEOUT,
-};
+use super::wait::{accepted, lock_file_within, lock_or_find, try_lock_slot, DEFAULT_LOCK_TIMEOUT};
 use super::{
     decode_record, encode_record, LockOrRecord, StoreKey, StoreLock, StoredRecord, TokenStore,
 };
@@ -452,27 +450,22 @@ impl TokenStore for KeyringStore {
     ) -> Result<LockOrRecord<'_>, StoreError> {
         let entry = self.entry(key)?;
         let path = self.lock_path(key)?;
-        let file = open_lock_file(&path)?;
-        let waited = take_or_find(
+        let mut unlocked = Some(open_lock_file(&path)?);
+        lock_or_find(
             self.lock_timeout,
             LOOK_EVERY,
-            || {
-                try_lock_file(&file)
-                    .map(|taken| taken.then_some(()))
-                    .map_err(|e| lock_io(&path, "lock the lock file", e))
+            || try_lock_slot(&mut unlocked).map_err(|e| lock_io(&path, "lock the lock file", e)),
+            || Ok(accepted(self.load(key)?, wanted)),
+            |file| {
+                Box::new(KeyringLock {
+                    store: self,
+                    key: key.clone(),
+                    entry,
+                    _file: file,
+                })
             },
-            || Ok(accepted(self.read(&entry, key)?, wanted)),
-        )?;
-        match waited {
-            Waited::Taken(()) => Ok(LockOrRecord::Locked(Box::new(KeyringLock {
-                store: self,
-                key: key.clone(),
-                entry,
-                _file: file,
-            }))),
-            Waited::Found(record) => Ok(LockOrRecord::Found(record)),
-            Waited::TimedOut => Err(lock_timeout(&path, self.lock_timeout)),
-        }
+        )?
+        .ok_or_else(|| lock_timeout(&path, self.lock_timeout))
     }
 }
 

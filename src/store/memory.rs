@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::wait::{accepted, take_or_find, Waited};
+use super::wait::{accepted, lock_or_find};
 use super::{LockOrRecord, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -65,21 +65,19 @@ impl TokenStore for MemoryStore {
         key: &StoreKey,
         wanted: &mut dyn FnMut(&StoredRecord) -> bool,
     ) -> Result<LockOrRecord<'_>, StoreError> {
-        let waited = take_or_find(
-            Duration::MAX,
-            Duration::ZERO,
-            || Ok(self.inner.flight.try_lock()),
-            || Ok(accepted(self.load(key)?, wanted)),
-        )?;
-        match waited {
-            Waited::Taken(flight) => Ok(LockOrRecord::Locked(Box::new(MemoryLock {
+        let try_lock = || Ok(self.inner.flight.try_lock());
+        let locked = |flight| -> Box<dyn StoreLock + '_> {
+            Box::new(MemoryLock {
                 _flight: flight,
                 inner: &self.inner,
                 key: key.clone(),
-            }))),
-            Waited::Found(record) => Ok(LockOrRecord::Found(record)),
-            // A wait of about a century.
-            Waited::TimedOut => self.lock(key).map(LockOrRecord::Locked),
+            })
+        };
+        let load = || Ok(accepted(self.load(key)?, wanted));
+        match lock_or_find(Duration::MAX, Duration::ZERO, try_lock, load, locked)? {
+            Some(waited) => Ok(waited),
+            // After a wait of about a century.
+            None => self.lock(key).map(LockOrRecord::Locked),
         }
     }
 }

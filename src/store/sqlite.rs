@@ -14,7 +14,7 @@ use super::fs::{
     check_private, create_parent_dirs, io_error, make_private_if_exists, open_or_create_private,
 };
 use super::schema;
-use super::wait::{accepted, take_or_find, Backoff, Waited, DEFAULT_LOCK_TIMEOUT};
+use super::wait::{accepted, lock_or_find, Backoff, DEFAULT_LOCK_TIMEOUT};
 use super::{LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -284,22 +284,23 @@ impl TokenStore for SqliteStore {
         key: &StoreKey,
         wanted: &mut dyn FnMut(&StoredRecord) -> bool,
     ) -> Result<LockOrRecord<'_>, StoreError> {
-        let waited = take_or_find(
-            self.lock_timeout,
-            Duration::ZERO,
-            || self.try_begin(),
-            || Ok(accepted(self.load(key)?, wanted)),
-        )?;
-        match waited {
-            Waited::Taken(conn) => Ok(LockOrRecord::Locked(Box::new(SqliteLock {
+        let locked = |conn| -> Box<dyn StoreLock + '_> {
+            Box::new(SqliteLock {
                 store: self,
                 conn,
                 key: key.clone(),
                 in_transaction: true,
-            }))),
-            Waited::Found(record) => Ok(LockOrRecord::Found(record)),
-            Waited::TimedOut => Err(self.lock_timeout_error()),
-        }
+            })
+        };
+        let load = || Ok(accepted(self.load(key)?, wanted));
+        lock_or_find(
+            self.lock_timeout,
+            Duration::ZERO,
+            || self.try_begin(),
+            load,
+            locked,
+        )?
+        .ok_or_else(|| self.lock_timeout_error())
     }
 }
 

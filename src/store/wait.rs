@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::StoredRecord;
+use super::{LockOrRecord, StoreLock, StoredRecord};
 use crate::error::StoreError;
 
 /// The lock timeout of every store unless set otherwise: as long as the session's default
@@ -100,6 +100,25 @@ pub(crate) fn take_or_find<L>(
     }
 }
 
+/// [`take_or_find`] as [`TokenStore::lock_unless`](super::TokenStore::lock_unless) answers:
+/// `locked` makes the guard of a lock taken; `None` when the wait ran out.
+///
+/// # Errors
+/// Those of `take`.
+pub(crate) fn lock_or_find<'a, L>(
+    timeout: Duration,
+    look_every: Duration,
+    take: impl FnMut() -> Result<Option<L>, StoreError>,
+    look: impl FnMut() -> Result<Option<StoredRecord>, StoreError>,
+    locked: impl FnOnce(L) -> Box<dyn StoreLock + 'a>,
+) -> Result<Option<LockOrRecord<'a>>, StoreError> {
+    Ok(match take_or_find(timeout, look_every, take, look)? {
+        Waited::Taken(lock) => Some(LockOrRecord::Locked(locked(lock))),
+        Waited::Found(record) => Some(LockOrRecord::Found(record)),
+        Waited::TimedOut => None,
+    })
+}
+
 /// `record` if it is there and `wanted` accepts it: the look of a [`take_or_find`].
 pub(crate) fn accepted(
     record: Option<StoredRecord>,
@@ -130,6 +149,23 @@ pub(crate) fn lock_file_within(file: &std::fs::File, timeout: Duration) -> std::
             return Ok(false);
         }
     }
+}
+
+/// One try at the exclusive advisory lock on the file in `slot`: the file, taken out of the
+/// slot, once it is locked; `Ok(None)` while another holder has the lock (or the slot is
+/// empty).
+///
+/// # Errors
+/// The operating system's error when the lock cannot be taken for another reason.
+#[cfg(any(feature = "file", feature = "keyring"))]
+pub(crate) fn try_lock_slot(
+    slot: &mut Option<std::fs::File>,
+) -> std::io::Result<Option<std::fs::File>> {
+    let locked = match slot {
+        Some(file) => try_lock_file(file)?,
+        None => false,
+    };
+    Ok(if locked { slot.take() } else { None })
 }
 
 /// One try at the exclusive advisory lock on `file`: `Ok(false)` when another holder has it.
