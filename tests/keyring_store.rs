@@ -851,7 +851,17 @@ fn a_locked_collection_is_unavailable_and_says_to_unlock() {
 fn conformance_suite_on_the_platform_keyring() {
     require_keyring();
     let service = unique_service("conformance");
-    chatapp_session::store::conformance::run_all(&|| KeyringStore::new(service.clone()), true);
+    let open = || KeyringStore::new(service.clone());
+    chatapp_session::store::conformance::run_all(&open, true);
+    lock_unless_checks(&open);
+}
+
+/// The conformance checks of `lock_unless`, on one store and on two of the same service.
+#[cfg(feature = "testing")]
+fn lock_unless_checks(open: &dyn Fn() -> KeyringStore) {
+    use chatapp_session::store::conformance;
+    conformance::lock_unless_finds_saved_record(&open());
+    conformance::lock_unless_finds_saved_record_across(&open(), &open());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -863,10 +873,9 @@ fn conformance_suite_on_the_platform_keyring() {
 fn conformance_suite_on_the_kernel_keyring() {
     require_keyring();
     let service = unique_service("conformance-kernel");
-    chatapp_session::store::conformance::run_all(
-        &|| KeyringStore::with_backend(service.clone(), KeyringBackend::LinuxKeyutils),
-        true,
-    );
+    let open = || KeyringStore::with_backend(service.clone(), KeyringBackend::LinuxKeyutils);
+    chatapp_session::store::conformance::run_all(&open, true);
+    lock_unless_checks(&open);
 }
 
 #[cfg(target_os = "linux")]

@@ -271,17 +271,20 @@ impl TokenStore for Counted {
 
 /// Crowds at expiry (issue 12): a session whose token the server refused, waiting for the
 /// store's lock that another holder (`holder`, the same storage as `store`) keeps, adopts the
-/// pair the holder saves meanwhile and returns while the holder still holds the lock, without
-/// ever taking the lock itself and with no refresh of its own. While the refused pair is
-/// stored, the session keeps waiting. With `resave_refused`, the holder first saves the refused
-/// pair again (with another ledger), which the session must not adopt either (not for
-/// PostgreSQL across two connections: a waiter there looks once more when the holder's save
-/// ends its lock, then queues for the lock, and might take it before the holder takes it
-/// again).
+/// pair the holder saves meanwhile, without ever taking the lock itself and with no refresh of
+/// its own. While the refused pair is stored, the session keeps waiting.
+///
+/// With `keeps_lock` (the holder's lock outlives its saves: file and keyring stores, or one
+/// SQLite store shared by both), the holder first saves the refused pair again (with another
+/// ledger), which the session must not adopt either, and the session must return while the
+/// holder still holds the lock. Without it (PostgreSQL on two connections, whose lock ends
+/// with each save), the holder saves the fresh pair and takes the lock no more: the session,
+/// woken by the save, must take the pair without the lock. (Taking the lock again at once
+/// would race the woken session for the row's new version.)
 fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
     holder: &dyn TokenStore,
     store: Box<dyn TokenStore>,
-    resave_refused: bool,
+    keeps_lock: bool,
 ) {
     let server = FakeChatApp::start().unwrap();
     let locks = Arc::new(AtomicUsize::new(0));
@@ -313,7 +316,7 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
         );
         let mut record = guard.load().unwrap().unwrap();
         assert_eq!(record.pair.as_ref().map(|p| &p.access), Some(&refused));
-        if resave_refused {
+        if keeps_lock {
             record.makes.push(server.now());
             guard.save(&record).unwrap();
             guard.load().unwrap();
@@ -326,13 +329,14 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
         record.pair = Some(fresh.clone());
         record.issued_at = Some(server.now());
         guard.save(&record).unwrap();
-        // Hold the lock again (SQLite and PostgreSQL end it with each save) until the session
-        // is done.
-        guard.load().unwrap();
+        if keeps_lock {
+            // Still held: the session must return before it is let go.
+            guard.load().unwrap();
+        }
         let result = rx.recv_timeout(Duration::from_secs(10));
         assert!(
             matches!(result, Ok(Ok(_))),
-            "the session did not return, with the fresh pair, while the lock was held: {result:?}"
+            "the session did not return with the fresh pair (while the lock was held): {result:?}"
         );
         drop(guard);
         assert_eq!(session.access_token().unwrap(), fresh.access);
@@ -352,9 +356,9 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
 
 /// [`a_waiter_adopts_a_pair_saved_while_the_lock_is_held`] with the holder and the session on
 /// two stores opened from `spec`, as two processes would be.
-fn a_waiter_adopts_across(spec: &str, resave_refused: bool) {
+fn a_waiter_adopts_across(spec: &str, keeps_lock: bool) {
     let holder = open_store(spec);
-    a_waiter_adopts_a_pair_saved_while_the_lock_is_held(&*holder, open_store(spec), resave_refused);
+    a_waiter_adopts_a_pair_saved_while_the_lock_is_held(&*holder, open_store(spec), keeps_lock);
 }
 
 #[test]
@@ -386,7 +390,8 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_keyring_store() {
     }
 }
 
-/// Two connections, as two processes: the waiter wakes when the holder commits its save.
+/// Two connections, as two processes: the waiter, in a shared wait for the row, wakes when
+/// the holder commits its save.
 #[cfg(feature = "postgres")]
 #[test]
 fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_postgres_store() {

@@ -220,6 +220,8 @@ fn conformance_run_all() {
         return;
     };
     conformance::run_all(&|| db.open(), true);
+    conformance::lock_unless_finds_saved_record(&db.open());
+    conformance::lock_unless_finds_saved_record_across(&db.open(), &db.open());
 }
 
 #[test]

@@ -56,9 +56,17 @@ const INSERT_PLACEHOLDER: &str = "INSERT INTO chatapp_session_tokens (store_key,
      VALUES ($1, '') ON CONFLICT (store_key) DO NOTHING";
 const SELECT_FOR_UPDATE: &str =
     "SELECT record FROM chatapp_session_tokens WHERE store_key = $1 FOR UPDATE";
-/// The row lock if it is free: no row when another transaction holds it.
-const SELECT_FOR_UPDATE_SKIP_LOCKED: &str =
-    "SELECT record FROM chatapp_session_tokens WHERE store_key = $1 FOR UPDATE SKIP LOCKED";
+/// In one round trip: the row inserted if missing, and locked if no other transaction holds
+/// it (whether this transaction now holds it: it inserted the row, or locked it), and the
+/// record as last committed.
+const TRY_LOCK: &str = "WITH inserted AS ( \
+         INSERT INTO chatapp_session_tokens (store_key, record) VALUES ($1, '') \
+         ON CONFLICT (store_key) DO NOTHING RETURNING true \
+     ), locked AS ( \
+         SELECT true FROM chatapp_session_tokens WHERE store_key = $1 FOR UPDATE SKIP LOCKED \
+     ) \
+     SELECT EXISTS (SELECT 1 FROM inserted) OR EXISTS (SELECT 1 FROM locked), \
+         (SELECT record FROM chatapp_session_tokens WHERE store_key = $1)";
 /// Waits for the holder of the row lock to end its transaction, then reads the row as it left
 /// it (every waiter at once: shared locks do not exclude each other).
 const SELECT_FOR_SHARE: &str =
@@ -346,18 +354,15 @@ impl PostgresStore {
         key: &StoreKey,
         lock_timeout: Duration,
     ) -> Result<(), StoreError> {
-        self.begin_with_row(client, key, lock_timeout)?;
+        self.begin_waiting(client, lock_timeout)?;
+        client
+            .execute_typed(INSERT_PLACEHOLDER, &[(&key.as_str(), Type::TEXT)])
+            .map_err(|e| self.lock_error("insert the row to lock", &e))?;
         self.select(client, key, SELECT_FOR_UPDATE).map(drop)
     }
 
-    /// Opens a transaction whose waits last at most `lock_timeout` and inserts the key's row
-    /// if it is missing.
-    fn begin_with_row(
-        &self,
-        client: &mut Client,
-        key: &StoreKey,
-        lock_timeout: Duration,
-    ) -> Result<(), StoreError> {
+    /// Opens a transaction whose waits for a lock last at most `lock_timeout`.
+    fn begin_waiting(&self, client: &mut Client, lock_timeout: Duration) -> Result<(), StoreError> {
         // At least 1 ms: PostgreSQL reads 0 as "no limit".
         let lock_ms = millis(lock_timeout).max(1);
         client
@@ -365,11 +370,7 @@ impl PostgresStore {
                 "BEGIN; SET LOCAL lock_timeout = '{lock_ms}ms'; {}",
                 transaction_settings(lock_timeout.saturating_add(STATEMENT_TIMEOUT))
             ))
-            .map_err(|e| failure(&self.location, "begin the lock's transaction", &e))?;
-        client
-            .execute_typed(INSERT_PLACEHOLDER, &[(&key.as_str(), Type::TEXT)])
-            .map_err(|e| self.lock_error("insert the row to lock", &e))
-            .map(drop)
+            .map_err(|e| failure(&self.location, "begin the lock's transaction", &e))
     }
 
     /// [`lock_unless`](TokenStore::lock_unless)'s first attempt, in a transaction it opens on
@@ -384,21 +385,25 @@ impl PostgresStore {
         lock_timeout: Duration,
         wanted: &mut dyn FnMut(&StoredRecord) -> bool,
     ) -> Result<FirstTry, StoreError> {
-        self.begin_with_row(client, key, lock_timeout)?;
-        if self
-            .select(client, key, SELECT_FOR_UPDATE_SKIP_LOCKED)?
-            .is_some()
-        {
+        self.begin_waiting(client, lock_timeout)?;
+        let row = client
+            .query_typed_one(TRY_LOCK, &[(&key.as_str(), Type::TEXT)])
+            .map_err(|e| self.lock_error("lock the row", &e))?;
+        let read = |e| failure(&self.location, "read the record", &e);
+        if row.try_get::<_, bool>(0).map_err(read)? {
             return Ok(FirstTry::Locked);
         }
-        for sql in [SELECT, SELECT_FOR_SHARE] {
-            let raw = self.select(client, key, sql)?;
-            // A record that cannot be read is read again under the lock, which reports it.
-            if let Some(record) = accepted(self.decode(key, raw).ok().flatten(), wanted) {
-                return Ok(FirstTry::Found(record));
-            }
+        let stored = row
+            .try_get::<_, Option<&str>>(1)
+            .map_err(read)?
+            .map(|text| Zeroizing::new(text.to_owned()));
+        // A record that cannot be read is read again under the lock, which reports it.
+        let mut wanted_in = |raw| accepted(self.decode(key, raw).ok().flatten(), &mut *wanted);
+        if let Some(record) = wanted_in(stored) {
+            return Ok(FirstTry::Found(record));
         }
-        Ok(FirstTry::Waited)
+        let left = self.select(client, key, SELECT_FOR_SHARE)?;
+        Ok(wanted_in(left).map_or(FirstTry::Waited, FirstTry::Found))
     }
 
     /// A failure, or [`StoreError::LockTimeout`] when it was the lock timeout expiring.
