@@ -5,41 +5,33 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-/// Which requests a [`Fault`] applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// tokens.make: `POST /v1/tokens`.
-    Make,
-    /// tokens.refresh: `POST /v1/tokens/refresh`.
-    Refresh,
-    /// tokens.check: `GET /v1/tokens/check`.
-    Check,
-    /// Any other request (every ordinary endpoint, and any unknown path).
-    Request,
-}
+use crate::error::Endpoint;
 
-impl Route {
-    /// The route of a request, from its method and path (without the query).
-    pub(crate) fn of(method: &str, path: &str) -> Route {
+/// The fake server tells requests apart by [`Endpoint`] (exported here as
+/// [`Route`](super::Route) too): a [`Fault`] applies to one of them.
+impl Endpoint {
+    /// The endpoint of a request, from its method and path (without the query)., from its method and path (without the query).
+    pub(crate) fn of(method: &str, path: &str) -> Endpoint {
         match (method, path) {
-            ("POST", "/v1/tokens") => Route::Make,
-            ("POST", "/v1/tokens/refresh") => Route::Refresh,
-            ("GET", "/v1/tokens/check") => Route::Check,
-            _ => Route::Request,
+            ("POST", "/v1/tokens") => Endpoint::Make,
+            ("POST", "/v1/tokens/refresh") => Endpoint::Refresh,
+            ("GET", "/v1/tokens/check") => Endpoint::Check,
+            _ => Endpoint::Request,
         }
     }
 
+    /// Its place in per-endpoint tables.
     pub(crate) fn index(self) -> usize {
         match self {
-            Route::Make => 0,
-            Route::Refresh => 1,
-            Route::Check => 2,
-            Route::Request => 3,
+            Endpoint::Make => 0,
+            Endpoint::Refresh => 1,
+            Endpoint::Check => 2,
+            Endpoint::Request => 3,
         }
     }
 }
 
-/// What the server does instead of its usual reply, once, to the next request on a [`Route`]
+/// What the server does instead of its usual reply, once, to the next request on an [`Endpoint`]
 /// (see [`FakeChatApp::inject`](super::FakeChatApp::inject)).
 ///
 /// Unless said otherwise a fault replaces the work too: nothing is issued, rotated or
@@ -60,15 +52,15 @@ pub enum Fault {
     ServerError(u16),
     /// A 200 reply whose body is broken JSON: `{"success": tru`.
     MalformedJson,
-    /// On [`Route::Make`] and [`Route::Refresh`]: the work is done (a pair is issued, a refresh
+    /// On [`Endpoint::Make`] and [`Endpoint::Refresh`]: the work is done (a pair is issued, a refresh
     /// rotates) and a success reply is sent whose `data` lacks this field (or, when `data` has
     /// no such field, whose envelope lacks it: `"data"` or `"success"`). When the work itself
-    /// is refused, the ordinary refusal is sent. On [`Route::Check`] and [`Route::Request`]:
+    /// is refused, the ordinary refusal is sent. On [`Endpoint::Check`] and [`Endpoint::Request`]:
     /// a 200 reply `{"data":{}}`, with no `success` field, and no work done.
     MissingField(String),
-    /// On [`Route::Make`] and [`Route::Refresh`]: the work is done and the success reply has
+    /// On [`Endpoint::Make`] and [`Endpoint::Refresh`]: the work is done and the success reply has
     /// both end times and `cabinetUserId` as strings (refusals are sent as usual). On
-    /// [`Route::Check`] and [`Route::Request`]: a 200 reply `{"success":"true","data":{}}`.
+    /// [`Endpoint::Check`] and [`Endpoint::Request`]: a 200 reply `{"success":"true","data":{}}`.
     WrongTypes,
     /// The connection is closed without any reply, and nothing is done server-side.
     DropConnection,
@@ -112,19 +104,19 @@ pub(crate) struct FaultQueue {
 
 impl FaultQueue {
     /// Queues `fault` for the next request on `route` not already given one.
-    pub(crate) fn push(&self, route: Route, fault: Fault) {
+    pub(crate) fn push(&self, route: Endpoint, fault: Fault) {
         if let Some(queue) = self.queues.lock().get_mut(route.index()) {
             queue.push_back(fault);
         }
     }
 
     /// The fault for a request on `route` that just arrived, if any.
-    pub(crate) fn pop(&self, route: Route) -> Option<Fault> {
+    pub(crate) fn pop(&self, route: Endpoint) -> Option<Fault> {
         self.queues.lock().get_mut(route.index())?.pop_front()
     }
 
     /// How many faults wait for `route`.
-    pub(crate) fn pending(&self, route: Route) -> usize {
+    pub(crate) fn pending(&self, route: Endpoint) -> usize {
         self.queues
             .lock()
             .get(route.index())
@@ -145,26 +137,29 @@ mod tests {
 
     #[test]
     fn routes_are_told_apart_by_method_and_path() {
-        assert_eq!(Route::of("POST", "/v1/tokens"), Route::Make);
-        assert_eq!(Route::of("POST", "/v1/tokens/refresh"), Route::Refresh);
-        assert_eq!(Route::of("GET", "/v1/tokens/check"), Route::Check);
-        assert_eq!(Route::of("GET", "/v1/tokens"), Route::Request);
-        assert_eq!(Route::of("POST", "/v1/tokens/check"), Route::Request);
-        assert_eq!(Route::of("GET", "/v1/licenses"), Route::Request);
+        assert_eq!(Endpoint::of("POST", "/v1/tokens"), Endpoint::Make);
+        assert_eq!(
+            Endpoint::of("POST", "/v1/tokens/refresh"),
+            Endpoint::Refresh
+        );
+        assert_eq!(Endpoint::of("GET", "/v1/tokens/check"), Endpoint::Check);
+        assert_eq!(Endpoint::of("GET", "/v1/tokens"), Endpoint::Request);
+        assert_eq!(Endpoint::of("POST", "/v1/tokens/check"), Endpoint::Request);
+        assert_eq!(Endpoint::of("GET", "/v1/licenses"), Endpoint::Request);
     }
 
     #[test]
     fn faults_queue_per_route_in_order() {
         let q = FaultQueue::default();
-        q.push(Route::Refresh, Fault::DropConnection);
-        q.push(Route::Refresh, Fault::RateLimited);
-        q.push(Route::Make, Fault::MalformedJson);
-        assert_eq!(q.pending(Route::Refresh), 2);
-        assert_eq!(q.pop(Route::Check), None);
-        assert_eq!(q.pop(Route::Refresh), Some(Fault::DropConnection));
-        assert_eq!(q.pop(Route::Refresh), Some(Fault::RateLimited));
-        assert_eq!(q.pop(Route::Refresh), None);
+        q.push(Endpoint::Refresh, Fault::DropConnection);
+        q.push(Endpoint::Refresh, Fault::RateLimited);
+        q.push(Endpoint::Make, Fault::MalformedJson);
+        assert_eq!(q.pending(Endpoint::Refresh), 2);
+        assert_eq!(q.pop(Endpoint::Check), None);
+        assert_eq!(q.pop(Endpoint::Refresh), Some(Fault::DropConnection));
+        assert_eq!(q.pop(Endpoint::Refresh), Some(Fault::RateLimited));
+        assert_eq!(q.pop(Endpoint::Refresh), None);
         q.clear();
-        assert_eq!(q.pop(Route::Make), None);
+        assert_eq!(q.pop(Endpoint::Make), None);
     }
 }

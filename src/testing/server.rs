@@ -13,11 +13,12 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use serde_json::json;
 
-use super::fault::{FaultQueue, Route};
+use super::fault::FaultQueue;
 use super::http::{self, ReadError, Response};
 use super::routes::{self, Reply};
 use super::state::State;
 use crate::clock::ManualClock;
+use crate::error::Endpoint;
 
 /// A connection idle this long between requests is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,7 +45,7 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     /// How many requests may be handled at once.
     threads: usize,
-    /// Requests being handled now, per route (indexed by `Route::index`).
+    /// Requests being handled now, per route (indexed by `Endpoint::index`).
     handling: [AtomicUsize; 4],
     /// How many more requests may be handled at once.
     permits: Mutex<usize>,
@@ -99,7 +100,7 @@ impl Shared {
     }
 
     /// How many requests on `route` are being handled now.
-    pub(crate) fn in_progress_on(&self, route: Route) -> usize {
+    pub(crate) fn in_progress_on(&self, route: Endpoint) -> usize {
         self.handling
             .get(route.index())
             .map_or(0, |n| n.load(Ordering::SeqCst))
@@ -277,7 +278,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
         };
         let counter = shared
             .handling
-            .get(Route::of(&request.method, &request.path).index());
+            .get(Endpoint::of(&request.method, &request.path).index());
         if let Some(n) = counter {
             n.fetch_add(1, Ordering::SeqCst);
         }
