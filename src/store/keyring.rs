@@ -322,7 +322,7 @@ impl KeyringStore {
         key: &StoreKey,
         record: &StoredRecord,
     ) -> Result<(), StoreError> {
-        let text = encode_record(record);
+        let text = encode_record(record, STORE, &self.location(key))?;
         entry
             .set_secret(text.as_bytes())
             .map_err(|e| self.failure(e, "write the secret", key))
@@ -806,7 +806,7 @@ mod tests {
     #[test]
     fn the_largest_record_fits_a_windows_credential_with_room_to_spare() {
         let ledger = usize::try_from(crate::policy::DEFAULT_MAKE_LIMIT).unwrap();
-        let text = encode_record(&largest_record(ledger));
+        let text = encode_record(&largest_record(ledger), "test", "here").unwrap();
         assert!(text.is_ascii(), "one byte per character");
         eprintln!(
             "the largest record: {} of {WINDOWS_SECRET_LIMIT} bytes",
@@ -819,7 +819,12 @@ mod tests {
             text.len()
         );
         // The README says a make limit up to 140 fits (13 bytes per ledger entry).
-        assert!(encode_record(&largest_record(140)).len() <= WINDOWS_SECRET_LIMIT);
+        assert!(
+            encode_record(&largest_record(140), "test", "here")
+                .unwrap()
+                .len()
+                <= WINDOWS_SECRET_LIMIT
+        );
     }
 
     #[test]

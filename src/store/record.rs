@@ -89,8 +89,18 @@ struct VersionOnly {
     version: u64,
 }
 
-/// Serializes `record` as JSON. The text holds secrets and is zeroized when dropped.
-pub fn encode_record(record: &StoredRecord) -> Zeroizing<String> {
+/// Serializes `record` as JSON, for the `store` store at `location`. The text holds secrets
+/// and is zeroized when dropped.
+///
+/// # Errors
+/// [`StoreError::Backend`] if serde_json refuses the record (it never has: the record is
+/// strings and integers). It is an error, not an empty text, so that nothing is written in
+/// place of the pair.
+pub fn encode_record(
+    record: &StoredRecord,
+    store: &'static str,
+    location: &str,
+) -> Result<Zeroizing<String>, StoreError> {
     let out = RecordOut {
         version: RECORD_VERSION,
         pair: record.pair.as_ref().map(|p| PairOut {
@@ -109,8 +119,13 @@ pub fn encode_record(record: &StoredRecord) -> Zeroizing<String> {
         }),
         make_in_flight_until: record.make_in_flight_until,
     };
-    // Serializing plain strings and integers into a String cannot fail.
-    Zeroizing::new(serde_json::to_string(&out).unwrap_or_default())
+    serde_json::to_string(&out)
+        .map(Zeroizing::new)
+        .map_err(|e| StoreError::Backend {
+            store,
+            location: location.to_owned(),
+            source: format!("the record could not be encoded ({})", describe(&e)).into(),
+        })
 }
 
 /// Parses a record written by [`encode_record`].
@@ -206,10 +221,10 @@ mod tests {
     #[test]
     fn round_trips() {
         let r = sample();
-        let text = encode_record(&r);
+        let text = encode_record(&r, "test", "here").unwrap();
         assert_eq!(decode_record(text.as_bytes(), "t", "here").ok(), Some(r));
         let empty = StoredRecord::default();
-        let text = encode_record(&empty);
+        let text = encode_record(&empty, "test", "here").unwrap();
         assert_eq!(
             decode_record(text.as_bytes(), "t", "here").ok(),
             Some(empty)
@@ -218,7 +233,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_typed_and_never_quoted() {
-        let good = encode_record(&sample());
+        let good = encode_record(&sample(), "test", "here").unwrap();
         let cases: Vec<Vec<u8>> = vec![
             Vec::new(),
             b"{".to_vec(),

@@ -19,15 +19,47 @@ impl Endpoint {
             _ => Endpoint::Request,
         }
     }
+}
 
-    /// Its place in per-endpoint tables.
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Endpoint::Make => 0,
-            Endpoint::Refresh => 1,
-            Endpoint::Check => 2,
-            Endpoint::Request => 3,
+/// One `T` per [`Endpoint`]: a lookup that cannot miss.
+#[derive(Debug, Default)]
+pub(crate) struct PerEndpoint<T> {
+    make: T,
+    refresh: T,
+    check: T,
+    request: T,
+}
+
+impl<T> PerEndpoint<T> {
+    /// The `T` of `endpoint`.
+    pub(crate) fn get(&self, endpoint: Endpoint) -> &T {
+        match endpoint {
+            Endpoint::Make => &self.make,
+            Endpoint::Refresh => &self.refresh,
+            Endpoint::Check => &self.check,
+            Endpoint::Request => &self.request,
         }
+    }
+
+    /// The `T` of `endpoint`, to change.
+    pub(crate) fn get_mut(&mut self, endpoint: Endpoint) -> &mut T {
+        match endpoint {
+            Endpoint::Make => &mut self.make,
+            Endpoint::Refresh => &mut self.refresh,
+            Endpoint::Check => &mut self.check,
+            Endpoint::Request => &mut self.request,
+        }
+    }
+
+    /// Every `T`, to change.
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        [
+            &mut self.make,
+            &mut self.refresh,
+            &mut self.check,
+            &mut self.request,
+        ]
+        .into_iter()
     }
 }
 
@@ -99,28 +131,23 @@ impl Fault {
 /// One queue of pending faults per route.
 #[derive(Debug, Default)]
 pub(crate) struct FaultQueue {
-    queues: Mutex<[VecDeque<Fault>; 4]>,
+    queues: Mutex<PerEndpoint<VecDeque<Fault>>>,
 }
 
 impl FaultQueue {
     /// Queues `fault` for the next request on `route` not already given one.
     pub(crate) fn push(&self, route: Endpoint, fault: Fault) {
-        if let Some(queue) = self.queues.lock().get_mut(route.index()) {
-            queue.push_back(fault);
-        }
+        self.queues.lock().get_mut(route).push_back(fault);
     }
 
     /// The fault for a request on `route` that just arrived, if any.
     pub(crate) fn pop(&self, route: Endpoint) -> Option<Fault> {
-        self.queues.lock().get_mut(route.index())?.pop_front()
+        self.queues.lock().get_mut(route).pop_front()
     }
 
     /// How many faults wait for `route`.
     pub(crate) fn pending(&self, route: Endpoint) -> usize {
-        self.queues
-            .lock()
-            .get(route.index())
-            .map_or(0, VecDeque::len)
+        self.queues.lock().get(route).len()
     }
 
     /// Forgets every pending fault.

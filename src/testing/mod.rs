@@ -204,7 +204,7 @@ impl FakeChatApp {
     /// quota). For seeding a store with a pair the server knows.
     pub fn issue_pair(&self) -> TokenPair {
         let now = self.now();
-        self.shared.state.lock().issue(0, now)
+        self.shared.state.lock().issue(FIRST_CABINET_USER_ID, now)
     }
 
     /// The file sent as message `id` with `POST .../chats/{chatId}/messages/file` (a
@@ -348,16 +348,12 @@ impl FakeChatAppBuilder {
             make_limit: self.make_limit.unwrap_or(defaults.make_limit),
             make_revokes_older: self.make_revokes_older,
         };
-        let mut given = self.accounts;
-        if given.is_empty() {
-            given.push(Credentials::new(
-                DEFAULT_EMAIL,
-                DEFAULT_PASSWORD,
-                DEFAULT_APP_ID,
-            ));
-        }
-        let accounts: Vec<Account> = given
-            .into_iter()
+        let mut given = self.accounts.into_iter();
+        let first = given
+            .next()
+            .unwrap_or_else(|| Credentials::new(DEFAULT_EMAIL, DEFAULT_PASSWORD, DEFAULT_APP_ID));
+        let accounts: Vec<Account> = std::iter::once(first.clone())
+            .chain(given)
             .zip(FIRST_CABINET_USER_ID..)
             .map(|(given, cabinet_user_id)| Account {
                 email: given.email().to_owned(),
@@ -366,10 +362,6 @@ impl FakeChatAppBuilder {
                 cabinet_user_id,
             })
             .collect();
-        let first = accounts
-            .first()
-            .map(|a| Credentials::new(&a.email, &a.password, &a.app_id))
-            .unwrap_or_else(|| Credentials::new(DEFAULT_EMAIL, DEFAULT_PASSWORD, DEFAULT_APP_ID));
         let clock = self
             .clock
             .unwrap_or_else(|| ManualClock::new(SystemClock.now()));

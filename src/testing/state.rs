@@ -123,7 +123,8 @@ pub(crate) struct InvalidToken;
 /// A pair the server issued, and what has become of it.
 #[derive(Debug)]
 struct Record {
-    account: usize,
+    /// The account's cabinet user (one per account: it names the account).
+    cabinet_user_id: i64,
     access_end: i64,
     refresh_end: i64,
     access_dead: bool,
@@ -172,9 +173,9 @@ impl State {
         }
     }
 
-    /// Issues a pair for `account` at `now`, counting nothing.
-    pub(crate) fn issue(&mut self, account: usize, now: i64) -> TokenPair {
-        let cabinet_user_id = self.accounts.get(account).map_or(0, |a| a.cabinet_user_id);
+    /// Issues a pair for the account whose cabinet user is `cabinet_user_id` at `now`,
+    /// counting nothing.
+    pub(crate) fn issue(&mut self, cabinet_user_id: i64, now: i64) -> TokenPair {
         let issued = TokenPair {
             access: AccessToken::new(self.gen.token()),
             access_expires_at: now.saturating_add(self.limits.access_lifetime),
@@ -184,7 +185,7 @@ impl State {
         };
         let index = self.records.len();
         self.records.push(Record {
-            account,
+            cabinet_user_id,
             access_end: issued.access_expires_at,
             refresh_end: issued.refresh_expires_at,
             access_dead: false,
@@ -207,10 +208,11 @@ impl State {
         app_id: &str,
         now: i64,
     ) -> Result<TokenPair, MakeRefusal> {
-        let Some(account) = self
+        let Some(cabinet_user_id) = self
             .accounts
             .iter()
-            .position(|a| a.email == email && a.password == password && a.app_id == app_id)
+            .find(|a| a.email == email && a.password == password && a.app_id == app_id)
+            .map(|a| a.cabinet_user_id)
         else {
             self.counters.makes_rejected += 1;
             return Err(MakeRefusal::WrongCredentials);
@@ -220,7 +222,11 @@ impl State {
             return Err(MakeRefusal::Quota);
         }
         if self.limits.make_revokes_older {
-            for record in self.records.iter_mut().filter(|r| r.account == account) {
+            for record in self
+                .records
+                .iter_mut()
+                .filter(|r| r.cabinet_user_id == cabinet_user_id)
+            {
                 record.access_dead = true;
                 record.refresh_dead = true;
                 record.revoked = true;
@@ -231,7 +237,7 @@ impl State {
             .or_default()
             .push(now);
         self.counters.makes += 1;
-        Ok(self.issue(account, now))
+        Ok(self.issue(cabinet_user_id, now))
     }
 
     /// Successful makes for this email+appId in the 24 h before `now` (forgetting older ones).
@@ -246,27 +252,24 @@ impl State {
 
     /// tokens.refresh. Counts `refreshes` or `refreshes_rejected`.
     pub(crate) fn refresh(&mut self, refresh: &str, now: i64) -> Result<TokenPair, InvalidToken> {
-        let live = self.by_refresh.get(refresh).copied().filter(|&i| {
-            self.records
-                .get(i)
-                .is_some_and(|r| !r.refresh_dead && now < r.refresh_end)
-        });
-        let Some(index) = live else {
+        let live = self
+            .by_refresh
+            .get(refresh)
+            .and_then(|&i| self.records.get_mut(i))
+            .filter(|r| !r.refresh_dead && now < r.refresh_end);
+        let Some(record) = live else {
             self.counters.refreshes_rejected += 1;
             return Err(InvalidToken);
         };
-        let mut account = 0;
-        if let Some(record) = self.records.get_mut(index) {
-            account = record.account;
-            if self.limits.rotation == Rotation::Strict {
-                record.refresh_dead = true;
-                record.access_dead = true;
-                // The caller logs this refresh next, under the same lock (`log_token`).
-                record.rotated_by = Some(self.token_log.len());
-            }
+        if self.limits.rotation == Rotation::Strict {
+            record.refresh_dead = true;
+            record.access_dead = true;
+            // The caller logs this refresh next, under the same lock (`log_token`).
+            record.rotated_by = Some(self.token_log.len());
         }
+        let cabinet_user_id = record.cabinet_user_id;
         self.counters.refreshes += 1;
-        Ok(self.issue(account, now))
+        Ok(self.issue(cabinet_user_id, now))
     }
 
     /// Why [`refresh`](Self::refresh) refused `refresh` at `now` (asked right after it, under
@@ -327,11 +330,7 @@ impl State {
         if record.access_dead || now >= record.access_end {
             return None;
         }
-        Some(
-            self.accounts
-                .get(record.account)
-                .map_or(0, |a| a.cabinet_user_id),
-        )
+        Some(record.cabinet_user_id)
     }
 
     /// tokens.check. Counts `checks`, and `invalid_token_replies` when the token is not live.
