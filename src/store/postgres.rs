@@ -18,14 +18,15 @@ use zeroize::Zeroizing;
 
 use self::conninfo::Tls;
 use super::schema;
-use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::transaction::{Transaction, TransactionGuard};
+use super::{record_location, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "postgres";
 
 /// The schema version this build creates and the newest it reads
 /// (`chatapp_session_schema.version`).
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: u32 = 1;
 
 /// How long [`TokenStore::lock`] waits for another holder by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -198,32 +199,12 @@ impl PostgresStore {
         self
     }
 
-    /// The lock timeout in force.
-    pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
-    }
-
-    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
-    /// are still read, and are sealed at their next save.
-    #[cfg(feature = "encryption")]
-    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
-        self.codec = RecordCodec::encrypted(encryption);
-        self
-    }
-
-    /// Whether this store encrypts the records it saves.
-    pub fn is_encrypted(&self) -> bool {
-        self.codec.is_encrypting()
-    }
+    store_accessors!(lock_timeout);
+    store_accessors!(encryption);
 
     /// The connection string, every password replaced by `[redacted]`.
     pub fn conninfo(&self) -> &str {
         &self.conninfo
-    }
-
-    /// Where the record under `key` is, for errors.
-    fn record_location(&self, key: &StoreKey) -> String {
-        format!("{} key {key}", self.location)
     }
 
     /// A new connection. It carries no session state: every setting the store needs is set
@@ -320,7 +301,12 @@ impl PostgresStore {
         match raw {
             Some(text) if !text.is_empty() => self
                 .codec
-                .decode(text.as_bytes(), key, STORE, &self.record_location(key))
+                .decode(
+                    text.as_bytes(),
+                    key,
+                    STORE,
+                    &record_location(&self.location, key),
+                )
                 .map(Some),
             _ => Ok(None),
         }
@@ -403,48 +389,51 @@ impl TokenStore for PostgresStore {
             .main
             .try_lock_for(self.lock_timeout)
             .ok_or_else(|| self.lock_timeout_error())?;
-        let mut guard = PostgresLock {
+        let lock = PostgresLock {
             store: self,
             slot,
             key: key.clone(),
-            in_transaction: false,
         };
-        guard.begin()?;
-        Ok(Box::new(guard))
+        Ok(Box::new(TransactionGuard::begin_with(
+            lock,
+            PostgresLock::begin,
+        )?))
     }
 }
 
 /// The store's main connection, inside the transaction that holds the row lock until the
-/// record is saved.
+/// record is saved (held by a [`TransactionGuard`]).
 struct PostgresLock<'a> {
     store: &'a PostgresStore,
     slot: MutexGuard<'a, Option<Client>>,
     key: StoreKey,
-    in_transaction: bool,
 }
 
 impl PostgresLock<'_> {
-    /// Takes the row lock (again, after a save).
-    fn begin(&mut self) -> Result<(), StoreError> {
-        let (store, key) = (self.store, &self.key);
-        let result = store.with_client(&mut self.slot, |client| store.begin_on(client, key));
-        self.in_transaction = true;
-        if result.is_err() {
-            self.rollback();
-        }
-        result
-    }
-
     /// The connection that holds the lock; an error when it broke (and so lost the lock).
     fn holder(&mut self) -> Result<&mut Client, StoreError> {
         match self.slot.as_mut() {
             Some(client) if !client.is_closed() => Ok(client),
             _ => Err(StoreError::Backend {
                 store: STORE,
-                location: self.store.record_location(&self.key),
-                source: "the connection holding the lock was lost; nothing was saved".into(),
+                location: record_location(&self.store.location, &self.key),
+                source: "the connection holding the lock was lost".into(),
             }),
         }
+    }
+}
+
+impl Transaction for PostgresLock<'_> {
+    /// Takes the row lock: the row inserted if missing, then locked.
+    fn begin(&mut self) -> Result<(), StoreError> {
+        let (store, key) = (self.store, &self.key);
+        store.with_client(&mut self.slot, |client| store.begin_on(client, key))
+    }
+
+    fn select(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        let (store, key) = (self.store, self.key.clone());
+        let raw = store.select(self.holder()?, &key, SELECT)?;
+        store.decode(&key, raw)
     }
 
     /// Checks that the row can be replaced, writes it and commits.
@@ -455,9 +444,10 @@ impl PostgresLock<'_> {
         // Never replace a record that this build cannot read.
         let current = store.select(client, &key, SELECT)?;
         store.decode(&key, current)?;
-        let encoded = store
-            .codec
-            .encode(&key, record, STORE, &store.record_location(&key))?;
+        let encoded =
+            store
+                .codec
+                .encode(&key, record, STORE, &record_location(&store.location, &key))?;
         client
             .execute_typed(
                 UPSERT,
@@ -469,13 +459,8 @@ impl PostgresLock<'_> {
             .map_err(|e| failure(&store.location, "commit the record", &e))
     }
 
-    /// Ends the transaction, if one is open; when that fails, closes the connection, which
-    /// ends it too.
+    /// Ends the transaction; when that fails, closes the connection, which ends it too.
     fn rollback(&mut self) {
-        if !self.in_transaction {
-            return;
-        }
-        self.in_transaction = false;
         let failed = match self.slot.as_mut() {
             Some(client) if !client.is_closed() => client.batch_execute("ROLLBACK").err(),
             _ => None,
@@ -488,49 +473,6 @@ impl PostgresLock<'_> {
             );
             *self.slot = None;
         }
-    }
-}
-
-impl StoreLock for PostgresLock<'_> {
-    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
-        if !self.in_transaction {
-            // A load after a save: take the lock again, so that the next save replaces
-            // exactly what this load read (another process may write in between otherwise).
-            self.begin()?;
-        }
-        let (store, key) = (self.store, &self.key);
-        let client = match self.slot.as_mut() {
-            Some(client) if !client.is_closed() => client,
-            _ => {
-                return Err(StoreError::Backend {
-                    store: STORE,
-                    location: store.record_location(key),
-                    source: "the connection holding the lock was lost".into(),
-                })
-            }
-        };
-        let raw = store.select(client, key, SELECT)?;
-        store.decode(key, raw)
-    }
-
-    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
-        if !self.in_transaction {
-            // A save after a save: take the lock again for it.
-            self.begin()?;
-        }
-        let result = self.upsert_and_commit(record);
-        if result.is_ok() {
-            self.in_transaction = false;
-        } else {
-            self.rollback();
-        }
-        result
-    }
-}
-
-impl Drop for PostgresLock<'_> {
-    fn drop(&mut self) {
-        self.rollback();
     }
 }
 
@@ -597,7 +539,8 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
         .and_then(|row| row.try_get(0))
         .map_err(sql("look for the tables"))?;
     if exists
-        && check_schema_version(schema_version(&mut tx, location)?, location)? == SCHEMA_VERSION
+        && check_schema_version(schema_version(&mut tx, location)?, location)?
+            == u64::from(SCHEMA_VERSION)
     {
         return tx.commit().map_err(sql("end the schema check"));
     }
@@ -610,7 +553,7 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
         .map_err(sql("create the schema table"))?;
     // Another process may have migrated while this one waited for the lock.
     let found = check_schema_version(schema_version(&mut tx, location)?, location)?;
-    for from in found..SCHEMA_VERSION {
+    for from in found..u64::from(SCHEMA_VERSION) {
         migrate_from(&mut tx, from, location)?;
     }
     tx.batch_execute(&format!(
@@ -647,7 +590,7 @@ fn transaction_settings(statement_timeout: Duration) -> String {
 /// One migration step, from schema version `from` to `from + 1`.
 fn migrate_from(
     tx: &mut ::postgres::Transaction<'_>,
-    from: i32,
+    from: u64,
     location: &str,
 ) -> Result<(), StoreError> {
     let sql = match from {
@@ -666,12 +609,12 @@ fn migrate_from(
 }
 
 /// Passes a schema version this build can read or migrate.
-fn check_schema_version(found: i32, location: &str) -> Result<i32, StoreError> {
-    schema::check_version(STORE, found, SCHEMA_VERSION, location)
+fn check_schema_version(found: i32, location: &str) -> Result<u64, StoreError> {
+    schema::check_version(STORE, found, 0..=u64::from(SCHEMA_VERSION), location)
 }
 
-fn unsupported(found: i32, location: &str) -> StoreError {
-    schema::unsupported(STORE, found, SCHEMA_VERSION, location)
+fn unsupported(found: u64, location: &str) -> StoreError {
+    schema::unsupported(STORE, found, u64::from(SCHEMA_VERSION), location)
 }
 
 /// A duration in whole milliseconds, at most [`MAX_TIMEOUT`].

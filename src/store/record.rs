@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::schema::check_json_version;
 use super::{Cooldown, StoredRecord};
 use crate::error::StoreError;
 use crate::token::{AccessToken, RefreshToken, TokenPair};
@@ -84,11 +85,6 @@ struct RecordIn {
     make_in_flight_until: Option<i64>,
 }
 
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
-}
-
 /// Serializes `record` as JSON, for the `store` store at `location`. The text holds secrets
 /// and is zeroized when dropped.
 ///
@@ -143,16 +139,7 @@ pub fn decode_record(
         location: location.to_owned(),
         detail,
     };
-    let version: VersionOnly = serde_json::from_slice(bytes)
-        .map_err(|e| corrupt(format!("no readable schema version ({})", describe(&e))))?;
-    if version.version == 0 || version.version > RECORD_VERSION {
-        return Err(StoreError::UnsupportedVersion {
-            store,
-            location: location.to_owned(),
-            found: version.version,
-            supported: RECORD_VERSION,
-        });
-    }
+    check_json_version(bytes, store, "schema", RECORD_VERSION, location)?;
     let record: RecordIn = serde_json::from_slice(bytes).map_err(|e| corrupt(describe(&e)))?;
     let (pair, issued_at) = match record.pair {
         None => (None, None),
