@@ -108,15 +108,16 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 ///   prepared-statement support (before 1.21, or `max_prepared_statements = 0`). Statement
 ///   pooling does not work: the lock is a transaction. A pooler may drop startup options such
 ///   as `options='-c search_path=...'`: set the search path on the role or database instead.
-/// - `Debug` and every error show the connection string with its password replaced by
-///   `[redacted]`, and never quote a row.
+/// - `Debug` and every error show where the store connects (host, host address, port, user,
+///   database, TLS settings, and `password=[redacted]` when there is a password), read from
+///   the parsed settings, never the text of the connection string; they never quote a row.
 pub struct PostgresStore {
     /// Holds the password, if any: never shown.
     config: ::postgres::Config,
     tls: Option<MakeRustlsConnect>,
-    /// The connection string, redacted.
+    /// Where it connects, without secrets ([`conninfo::shown`]).
     conninfo: String,
-    /// Where errors say the store is: `postgres:<redacted connection string>`.
+    /// Where errors say the store is: `postgres:<conninfo>`.
     location: String,
     lock_timeout: Duration,
     /// Held by a lock for its whole life; serves loads when no lock holds it.
@@ -146,23 +147,29 @@ impl PostgresStore {
     /// - [`StoreError::UnsupportedVersion`] when a newer build created the schema;
     /// - [`StoreError::Corrupt`] when the schema version is not one any build writes.
     pub fn connect(conninfo: &str) -> Result<PostgresStore, StoreError> {
-        let info = conninfo::parse(conninfo).map_err(|detail| StoreError::Backend {
+        /// Where errors say the store is, until the connection string is read.
+        const UNREAD: &str = "postgres:(the connection string)";
+        let backend = |location: String, detail: String| StoreError::Backend {
             store: STORE,
-            location: "postgres:(the connection string)".to_owned(),
+            location,
             source: detail.into(),
-        })?;
-        let location = format!("postgres:{}", info.redacted);
+        };
+        let info =
+            conninfo::parse(conninfo).map_err(|detail| backend(UNREAD.to_owned(), detail))?;
         let mut config: ::postgres::Config = info
             .config_text
             .parse()
-            .map_err(|e| failure(&location, "read the connection string", &e))?;
+            .map_err(|e| failure(UNREAD, "read the connection string", &e))?;
         libpq::apply_environment(&mut config, &|name| std::env::var(name).ok()).map_err(
-            |detail| StoreError::Backend {
-                store: STORE,
-                location: location.clone(),
-                source: detail.into(),
+            |detail| {
+                backend(
+                    format!("postgres:{}", conninfo::shown(&config, &info)),
+                    detail,
+                )
             },
         )?;
+        let shown = conninfo::shown(&config, &info);
+        let location = format!("postgres:{shown}");
         config.ssl_mode(match info.tls {
             Tls::Off => SslMode::Disable,
             Tls::Prefer => SslMode::Prefer,
@@ -178,7 +185,7 @@ impl PostgresStore {
         let store = PostgresStore {
             config,
             tls,
-            conninfo: info.redacted,
+            conninfo: shown,
             location,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             main: Mutex::new(None),
@@ -202,7 +209,11 @@ impl PostgresStore {
     store_accessors!(lock_timeout);
     store_accessors!(encryption);
 
-    /// The connection string, every password replaced by `[redacted]`.
+    /// Where the store connects, as `key=value` pairs that hold no secret: the hosts, host
+    /// addresses, ports, user and database (the connection string's, or from the `PG*`
+    /// variables), `password=[redacted]` when there is a password, and `sslmode` and
+    /// `sslrootcert` as given. Read from the parsed settings, not from the text given to
+    /// [`connect`](Self::connect), which it does not repeat (a URL is shown as pairs too).
     pub fn conninfo(&self) -> &str {
         &self.conninfo
     }
