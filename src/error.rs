@@ -6,7 +6,8 @@ use std::time::Duration;
 /// A shorthand for `Result<T, chatapp_session::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Which ChatApp call an error came from.
+/// Which ChatApp call an error came from (and, for `testing::FakeChatApp`, which requests an
+/// injected fault applies to: `testing::Route` is this same type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Endpoint {
@@ -16,7 +17,8 @@ pub enum Endpoint {
     Refresh,
     /// `GET /v1/tokens/check` (tokens.check).
     Check,
-    /// Any other, authenticated, call.
+    /// Any other, authenticated, call (for the fake server: every ordinary endpoint and any
+    /// unknown path).
     Request,
 }
 
@@ -285,12 +287,17 @@ pub enum Error {
         /// What was wrong (never the body itself).
         detail: String,
     },
-    /// The exchange took longer than the configured timeout.
+    /// The exchange took longer than the configured timeout allows: one of its phases ran
+    /// past its share of it.
     #[error("{endpoint}: no reply within {after:?}{}", delivery.suffix())]
     Timeout {
         /// The call concerned.
         endpoint: Endpoint,
-        /// The timeout in force.
+        /// The bound that expired: with the crate's transport, the share of the timeout of the
+        /// phase that ran out (the wait for the reply's headers has half of it, connecting a
+        /// tenth, reading the reply's body three twentieths; see
+        /// [`SessionBuilder::timeout`](crate::SessionBuilder::timeout)), or the whole timeout
+        /// when the phase is not known.
         after: Duration,
         /// Whether the request may have reached the server.
         delivery: Delivery,

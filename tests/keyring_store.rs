@@ -359,7 +359,10 @@ fn save_then_load_round_trips_as_one_secret() {
     // The pair and the ledger are one secret, the record codec's JSON, under
     // (service, account = the key's text).
     let raw = raw_secret(&service, &key).unwrap_or_else(|| panic!("no secret stored"));
-    assert_eq!(raw, encode_record(&saved).as_bytes());
+    assert_eq!(
+        raw,
+        encode_record(&saved, "test", "here").unwrap().as_bytes()
+    );
     assert_eq!(decode_record(&raw, "t", "here").ok(), Some(saved));
 
     // The record without a pair round-trips too.

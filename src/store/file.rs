@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
-use super::fs::{
-    check_private, create_parent_dirs, io_error, open_or_create_private, parent_dir, sync_dir,
-};
+use super::fs::{check_private, io_error, lock_file, lock_file_or_find, parent_dir, sync_dir};
 use super::record::describe;
-use super::wait::{accepted, lock_file_within, lock_or_find, try_lock_slot, DEFAULT_LOCK_TIMEOUT};
-use super::{LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::schema::check_json_version;
+use super::wait::{accepted, DEFAULT_LOCK_TIMEOUT};
+use super::{
+    record_location, LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore,
+};
 use crate::error::StoreError;
 
 const STORE: &str = "file";
@@ -81,40 +82,13 @@ impl FileStore {
         }
     }
 
-    /// Sets how long [`lock`](TokenStore::lock) waits for another holder before it fails with
-    /// [`StoreError::LockTimeout`] (default 30 s). Keep it no shorter than the session's HTTP
-    /// timeout: a holder may wait that long for its refresh.
-    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
-        self
-    }
-
-    /// The lock timeout in force.
-    pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
-    }
-
-    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
-    /// are still read, and are sealed at their next save. See the crate's "Secrets" notes.
-    #[cfg(feature = "encryption")]
-    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
-        self.codec = RecordCodec::encrypted(encryption);
-        self
-    }
-
-    /// Whether this store encrypts the records it saves.
-    pub fn is_encrypted(&self) -> bool {
-        self.codec.is_encrypting()
-    }
+    store_accessors!(with_lock_timeout);
+    store_accessors!(lock_timeout);
+    store_accessors!(encryption);
 
     /// The store file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Where the record under `key` is, for errors.
-    fn record_location(&self, key: &StoreKey) -> String {
-        format!("{} key {key}", self.path.display())
     }
 
     /// `<file name>.lock` beside the store file.
@@ -131,22 +105,6 @@ impl FileStore {
                 "lock",
                 io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
             )),
-        }
-    }
-
-    /// The lock file beside the store (and the store's missing parent directories), open.
-    fn open_lock_file(&self) -> Result<(PathBuf, File), StoreError> {
-        let lock_path = self.lock_path()?;
-        create_parent_dirs(STORE, &self.path)?;
-        let file = open_or_create_private(STORE, &lock_path)?;
-        Ok((lock_path, file))
-    }
-
-    fn lock_timeout_error(&self, lock_path: &Path) -> StoreError {
-        StoreError::LockTimeout {
-            store: STORE,
-            location: lock_path.display().to_string(),
-            waited: self.lock_timeout,
         }
     }
 
@@ -179,8 +137,12 @@ impl FileStore {
         entries
             .get(key.as_str())
             .map(|raw| {
-                self.codec
-                    .decode(raw.get().as_bytes(), key, STORE, &self.record_location(key))
+                self.codec.decode(
+                    raw.get().as_bytes(),
+                    key,
+                    STORE,
+                    &record_location(self.path.display(), key),
+                )
             })
             .transpose()
     }
@@ -195,12 +157,19 @@ impl FileStore {
         };
         if let Some(old) = entries.get(key.as_str()) {
             // Never replace a record that this build cannot read.
-            self.codec
-                .decode(old.get().as_bytes(), key, STORE, &self.record_location(key))?;
+            self.codec.decode(
+                old.get().as_bytes(),
+                key,
+                STORE,
+                &record_location(self.path.display(), key),
+            )?;
         }
-        let encoded = self
-            .codec
-            .encode(key, record, STORE, &self.record_location(key))?;
+        let encoded = self.codec.encode(
+            key,
+            record,
+            STORE,
+            &record_location(self.path.display(), key),
+        )?;
         let raw: &RawValue = serde_json::from_str(encoded.as_str())
             .map_err(|e| io_error(STORE, &self.path, "encode", e.into()))?;
         entries.insert(key.as_str().to_owned(), raw);
@@ -266,12 +235,7 @@ impl TokenStore for FileStore {
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
-        let (lock_path, file) = self.open_lock_file()?;
-        match lock_file_within(&file, self.lock_timeout) {
-            Ok(true) => {}
-            Ok(false) => return Err(self.lock_timeout_error(&lock_path)),
-            Err(e) => return Err(io_error(STORE, &lock_path, "lock", e)),
-        }
+        let file = lock_file(STORE, &self.lock_path()?, self.lock_timeout)?;
         Ok(Box::new(FileLock {
             store: self,
             key: key.clone(),
@@ -286,30 +250,31 @@ impl TokenStore for FileStore {
         key: &StoreKey,
         wanted: &mut dyn FnMut(&StoredRecord) -> bool,
     ) -> Result<LockOrRecord<'_>, StoreError> {
-        let (lock_path, file) = self.open_lock_file()?;
-        let mut unlocked = Some(file);
         let mut seen = None;
-        lock_or_find(
+        let look = || {
+            let now = fingerprint(&self.path);
+            if now.is_some() && now == seen {
+                return Ok(None);
+            }
+            seen = now;
+            Ok(accepted(self.load_now(key)?, wanted))
+        };
+        let locked = |file| -> Box<dyn StoreLock + '_> {
+            Box::new(FileLock {
+                store: self,
+                key: key.clone(),
+                _held: file,
+            })
+        };
+        let path = self.lock_path()?;
+        lock_file_or_find(
+            STORE,
+            &path,
             self.lock_timeout,
             Duration::ZERO,
-            || try_lock_slot(&mut unlocked).map_err(|e| io_error(STORE, &lock_path, "lock", e)),
-            || {
-                let now = fingerprint(&self.path);
-                if now.is_some() && now == seen {
-                    return Ok(None);
-                }
-                seen = now;
-                Ok(accepted(self.load_now(key)?, wanted))
-            },
-            |file| {
-                Box::new(FileLock {
-                    store: self,
-                    key: key.clone(),
-                    _held: file,
-                })
-            },
-        )?
-        .ok_or_else(|| self.lock_timeout_error(&lock_path))
+            look,
+            locked,
+        )
     }
 }
 
@@ -381,11 +346,6 @@ fn remove_interrupted_saves(dir: &Path, prefix: &std::ffi::OsStr) {
 }
 
 #[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
-}
-
-#[derive(Deserialize)]
 struct ContainerIn<'a> {
     #[serde(borrow)]
     entries: BTreeMap<String, &'a RawValue>,
@@ -404,16 +364,13 @@ fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<BTreeMap<String, &'a RawVal
         location: path.display().to_string(),
         detail,
     };
-    let version: VersionOnly = serde_json::from_slice(bytes)
-        .map_err(|e| corrupt(format!("no readable file version ({})", describe(&e))))?;
-    if version.version == 0 || version.version > FILE_VERSION {
-        return Err(StoreError::UnsupportedVersion {
-            store: STORE,
-            location: path.display().to_string(),
-            found: version.version,
-            supported: FILE_VERSION,
-        });
-    }
+    check_json_version(
+        bytes,
+        STORE,
+        "file",
+        FILE_VERSION,
+        &path.display().to_string(),
+    )?;
     let container: ContainerIn<'a> =
         serde_json::from_slice(bytes).map_err(|e| corrupt(describe(&e)))?;
     Ok(container.entries)

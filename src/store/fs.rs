@@ -1,10 +1,15 @@
-//! File-system helpers shared by the file-backed stores: private files and directories, and
-//! the refusal of files other users can read.
+//! File-system helpers shared by the stores that keep files (the file and SQLite stores, the
+//! keyring store's lock files, key files): private files and directories, the refusal of
+//! files other users can read, and the lock file.
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::path::Path;
+#[cfg(any(feature = "file", feature = "keyring"))]
+use std::time::Duration;
 
+#[cfg(any(feature = "file", feature = "keyring"))]
+use super::{LockOrRecord, StoreLock, StoredRecord};
 use crate::error::StoreError;
 
 /// A `StoreError::Io` about `path`.
@@ -56,6 +61,62 @@ pub(super) fn open_or_create_private(store: &'static str, path: &Path) -> Result
     options
         .open(path)
         .map_err(|e| io_error(store, path, "open", e))
+}
+
+/// Opens (creating it `0600`, and its missing directories `0700`) and exclusively locks the
+/// lock file at `path` ([`lock_file_within`](super::wait::lock_file_within): an interrupted
+/// wait is resumed), waiting at most `timeout` for another holder. The lock is held until the
+/// returned file is closed; the file holds nothing and is never deleted.
+///
+/// # Errors
+/// [`StoreError::LockTimeout`] when another holder kept it past `timeout`;
+/// [`StoreError::Io`] when the file cannot be created, opened or locked.
+#[cfg(any(feature = "file", feature = "keyring"))]
+pub(super) fn lock_file(
+    store: &'static str,
+    path: &Path,
+    timeout: Duration,
+) -> Result<File, StoreError> {
+    create_parent_dirs(store, path)?;
+    let file = open_or_create_private(store, path)?;
+    match super::wait::lock_file_within(&file, timeout) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(lock_timeout(store, path, timeout)),
+        Err(e) => Err(io_error(store, path, "lock", e)),
+    }
+}
+
+/// [`lock_file`] for [`TokenStore::lock_unless`](super::TokenStore::lock_unless): between
+/// two tries of the lock, while at least `look_every` has passed since the last look, `look`
+/// may find a record that ends the wait (see [`lock_or_find`](super::wait::lock_or_find));
+/// `locked` makes the store's guard of the locked file.
+///
+/// # Errors
+/// Those of [`lock_file`].
+#[cfg(any(feature = "file", feature = "keyring"))]
+pub(super) fn lock_file_or_find<'a>(
+    store: &'static str,
+    path: &Path,
+    timeout: Duration,
+    look_every: Duration,
+    look: impl FnMut() -> Result<Option<StoredRecord>, StoreError>,
+    locked: impl FnOnce(File) -> Box<dyn StoreLock + 'a>,
+) -> Result<LockOrRecord<'a>, StoreError> {
+    create_parent_dirs(store, path)?;
+    let mut unlocked = Some(open_or_create_private(store, path)?);
+    let take =
+        || super::wait::try_lock_slot(&mut unlocked).map_err(|e| io_error(store, path, "lock", e));
+    super::wait::lock_or_find(timeout, look_every, take, look, locked)?
+        .ok_or_else(|| lock_timeout(store, path, timeout))
+}
+
+#[cfg(any(feature = "file", feature = "keyring"))]
+fn lock_timeout(store: &'static str, path: &Path, timeout: Duration) -> StoreError {
+    StoreError::LockTimeout {
+        store,
+        location: path.display().to_string(),
+        waited: timeout,
+    }
 }
 
 /// Refuses a file that its group or other users may read, write or execute.

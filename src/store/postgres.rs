@@ -18,15 +18,18 @@ use zeroize::Zeroizing;
 
 use self::conninfo::Tls;
 use super::schema;
+use super::transaction::{Transaction, TransactionGuard};
 use super::wait::{accepted, take_or_find, Waited};
-use super::{LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::{
+    record_location, LockOrRecord, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore,
+};
 use crate::error::StoreError;
 
 const STORE: &str = "postgres";
 
 /// The schema version this build creates and the newest it reads
 /// (`chatapp_session_schema.version`).
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: u32 = 1;
 
 /// How long [`TokenStore::lock`] waits for another holder by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,7 +100,7 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 ///   the lock is waited for as long. [`lock_unless`](TokenStore::lock_unless) waits for a
 ///   holder with a shared row lock (`SELECT ... FOR SHARE`), which ends for every waiter at
 ///   once when the holder commits, and returns the record the holder saved when the caller
-///   wants it; only then does it queue for the row lock. Every other statement is bounded by a 30 s
+///   wants it; only then does it queue for the row lock. Every other statement is bounded by a 30 s Every other statement is bounded by a 30 s
 ///   `statement_timeout`, and connecting by a 10 s `connect_timeout` unless the connection
 ///   string sets one.
 /// - [`load`](TokenStore::load) never waits for a lock holder (it reads the last committed
@@ -126,15 +129,16 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 ///   prepared-statement support (before 1.21, or `max_prepared_statements = 0`). Statement
 ///   pooling does not work: the lock is a transaction. A pooler may drop startup options such
 ///   as `options='-c search_path=...'`: set the search path on the role or database instead.
-/// - `Debug` and every error show the connection string with its password replaced by
-///   `[redacted]`, and never quote a row.
+/// - `Debug` and every error show where the store connects (host, host address, port, user,
+///   database, TLS settings, and `password=[redacted]` when there is a password), read from
+///   the parsed settings, never the text of the connection string; they never quote a row.
 pub struct PostgresStore {
     /// Holds the password, if any: never shown.
     config: ::postgres::Config,
     tls: Option<MakeRustlsConnect>,
-    /// The connection string, redacted.
+    /// Where it connects, without secrets ([`conninfo::shown`]).
     conninfo: String,
-    /// Where errors say the store is: `postgres:<redacted connection string>`.
+    /// Where errors say the store is: `postgres:<conninfo>`.
     location: String,
     lock_timeout: Duration,
     /// Held by a lock for its whole life; serves loads when no lock holds it.
@@ -164,23 +168,29 @@ impl PostgresStore {
     /// - [`StoreError::UnsupportedVersion`] when a newer build created the schema;
     /// - [`StoreError::Corrupt`] when the schema version is not one any build writes.
     pub fn connect(conninfo: &str) -> Result<PostgresStore, StoreError> {
-        let info = conninfo::parse(conninfo).map_err(|detail| StoreError::Backend {
+        /// Where errors say the store is, until the connection string is read.
+        const UNREAD: &str = "postgres:(the connection string)";
+        let backend = |location: String, detail: String| StoreError::Backend {
             store: STORE,
-            location: "postgres:(the connection string)".to_owned(),
+            location,
             source: detail.into(),
-        })?;
-        let location = format!("postgres:{}", info.redacted);
+        };
+        let info =
+            conninfo::parse(conninfo).map_err(|detail| backend(UNREAD.to_owned(), detail))?;
         let mut config: ::postgres::Config = info
             .config_text
             .parse()
-            .map_err(|e| failure(&location, "read the connection string", &e))?;
+            .map_err(|e| failure(UNREAD, "read the connection string", &e))?;
         libpq::apply_environment(&mut config, &|name| std::env::var(name).ok()).map_err(
-            |detail| StoreError::Backend {
-                store: STORE,
-                location: location.clone(),
-                source: detail.into(),
+            |detail| {
+                backend(
+                    format!("postgres:{}", conninfo::shown(&config, &info)),
+                    detail,
+                )
             },
         )?;
+        let shown = conninfo::shown(&config, &info);
+        let location = format!("postgres:{shown}");
         config.ssl_mode(match info.tls {
             Tls::Off => SslMode::Disable,
             Tls::Prefer => SslMode::Prefer,
@@ -196,7 +206,7 @@ impl PostgresStore {
         let store = PostgresStore {
             config,
             tls,
-            conninfo: info.redacted,
+            conninfo: shown,
             location,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             main: Mutex::new(None),
@@ -217,32 +227,16 @@ impl PostgresStore {
         self
     }
 
-    /// The lock timeout in force.
-    pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
-    }
+    store_accessors!(lock_timeout);
+    store_accessors!(encryption);
 
-    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
-    /// are still read, and are sealed at their next save.
-    #[cfg(feature = "encryption")]
-    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
-        self.codec = RecordCodec::encrypted(encryption);
-        self
-    }
-
-    /// Whether this store encrypts the records it saves.
-    pub fn is_encrypted(&self) -> bool {
-        self.codec.is_encrypting()
-    }
-
-    /// The connection string, every password replaced by `[redacted]`.
+    /// Where the store connects, as `key=value` pairs that hold no secret: the hosts, host
+    /// addresses, ports, user and database (the connection string's, or from the `PG*`
+    /// variables), `password=[redacted]` when there is a password, and `sslmode` and
+    /// `sslrootcert` as given. Read from the parsed settings, not from the text given to
+    /// [`connect`](Self::connect), which it does not repeat (a URL is shown as pairs too).
     pub fn conninfo(&self) -> &str {
         &self.conninfo
-    }
-
-    /// Where the record under `key` is, for errors.
-    fn record_location(&self, key: &StoreKey) -> String {
-        format!("{} key {key}", self.location)
     }
 
     /// A new connection. It carries no session state: every setting the store needs is set
@@ -339,7 +333,12 @@ impl PostgresStore {
         match raw {
             Some(text) if !text.is_empty() => self
                 .codec
-                .decode(text.as_bytes(), key, STORE, &self.record_location(key))
+                .decode(
+                    text.as_bytes(),
+                    key,
+                    STORE,
+                    &record_location(&self.location, key),
+                )
                 .map(Some),
             _ => Ok(None),
         }
@@ -467,14 +466,15 @@ impl TokenStore for PostgresStore {
             .main
             .try_lock_for(self.lock_timeout)
             .ok_or_else(|| self.lock_timeout_error())?;
-        let mut guard = PostgresLock {
+        let lock = PostgresLock {
             store: self,
             slot,
             key: key.clone(),
-            in_transaction: false,
         };
-        guard.begin()?;
-        Ok(Box::new(guard))
+        Ok(Box::new(TransactionGuard::begin_with(
+            lock,
+            PostgresLock::begin,
+        )?))
     }
 
     /// Takes the row lock at once if it is free. Otherwise it reads the record as stored,
@@ -503,32 +503,39 @@ impl TokenStore for PostgresStore {
             Waited::Found(record) => return Ok(LockOrRecord::Found(record)),
             Waited::TimedOut => return Err(self.lock_timeout_error()),
         };
-        let mut guard = PostgresLock {
+        let mut lock = PostgresLock {
             store: self,
             slot,
             key: key.clone(),
-            in_transaction: false,
         };
         let left = || self.lock_timeout.saturating_sub(start.elapsed());
-        let first = {
-            let timeout = left();
-            self.with_client(&mut guard.slot, |client| {
-                self.lock_or_look(client, key, timeout, wanted)
-            })
-        };
-        guard.in_transaction = true;
+        let timeout = left();
+        let first = self.with_client(&mut lock.slot, |client| {
+            self.lock_or_look(client, key, timeout, wanted)
+        });
         match first {
-            Ok(FirstTry::Locked) => return Ok(LockOrRecord::Locked(Box::new(guard))),
-            Ok(FirstTry::Found(record)) => return Ok(LockOrRecord::Found(record)),
-            Ok(FirstTry::Waited) => guard.rollback(),
-            Err(e) => return Err(e),
+            Ok(FirstTry::Locked) => {
+                return Ok(LockOrRecord::Locked(Box::new(TransactionGuard::opened(
+                    lock,
+                ))))
+            }
+            Ok(FirstTry::Found(record)) => {
+                lock.rollback();
+                return Ok(LockOrRecord::Found(record));
+            }
+            Ok(FirstTry::Waited) => lock.rollback(),
+            Err(e) => {
+                lock.rollback();
+                return Err(e);
+            }
         }
         let timeout = left();
         if timeout.is_zero() {
             return Err(self.lock_timeout_error());
         }
-        guard.begin_within(timeout)?;
-        Ok(LockOrRecord::Locked(Box::new(guard)))
+        Ok(LockOrRecord::Locked(Box::new(
+            TransactionGuard::begin_with(lock, |lock| lock.begin_within(timeout))?,
+        )))
     }
 }
 
@@ -536,38 +543,29 @@ impl TokenStore for PostgresStore {
 enum FirstTry {
     /// The row lock is held.
     Locked,
-    /// A record the caller wanted; no lock is held.
+    /// A record the caller wanted; the transaction is still open.
     Found(StoredRecord),
-    /// The holder ended its transaction and left no record the caller wanted.
+    /// The holder ended its transaction and left no record the caller wanted; the
+    /// transaction is still open.
     Waited,
 }
 
 /// The store's main connection, inside the transaction that holds the row lock until the
-/// record is saved.
+/// record is saved (held by a [`TransactionGuard`]).
 struct PostgresLock<'a> {
     store: &'a PostgresStore,
     slot: MutexGuard<'a, Option<Client>>,
     key: StoreKey,
-    in_transaction: bool,
 }
 
 impl PostgresLock<'_> {
-    /// Takes the row lock (again, after a save).
-    fn begin(&mut self) -> Result<(), StoreError> {
-        self.begin_within(self.store.lock_timeout)
-    }
-
-    /// Takes the row lock, waiting at most `lock_timeout` for another holder.
+    /// Takes the row lock, waiting at most `lock_timeout` for another holder: the row
+    /// inserted if missing, then locked.
     fn begin_within(&mut self, lock_timeout: Duration) -> Result<(), StoreError> {
         let (store, key) = (self.store, &self.key);
-        let result = store.with_client(&mut self.slot, |client| {
+        store.with_client(&mut self.slot, |client| {
             store.begin_on(client, key, lock_timeout)
-        });
-        self.in_transaction = true;
-        if result.is_err() {
-            self.rollback();
-        }
-        result
+        })
     }
 
     /// The connection that holds the lock; an error when it broke (and so lost the lock).
@@ -576,10 +574,23 @@ impl PostgresLock<'_> {
             Some(client) if !client.is_closed() => Ok(client),
             _ => Err(StoreError::Backend {
                 store: STORE,
-                location: self.store.record_location(&self.key),
-                source: "the connection holding the lock was lost; nothing was saved".into(),
+                location: record_location(&self.store.location, &self.key),
+                source: "the connection holding the lock was lost".into(),
             }),
         }
+    }
+}
+
+impl Transaction for PostgresLock<'_> {
+    /// Takes the row lock: the row inserted if missing, then locked.
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.begin_within(self.store.lock_timeout)
+    }
+
+    fn select(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        let (store, key) = (self.store, self.key.clone());
+        let raw = store.select(self.holder()?, &key, SELECT)?;
+        store.decode(&key, raw)
     }
 
     /// Checks that the row can be replaced, writes it and commits.
@@ -590,9 +601,10 @@ impl PostgresLock<'_> {
         // Never replace a record that this build cannot read.
         let current = store.select(client, &key, SELECT)?;
         store.decode(&key, current)?;
-        let encoded = store
-            .codec
-            .encode(&key, record, STORE, &store.record_location(&key))?;
+        let encoded =
+            store
+                .codec
+                .encode(&key, record, STORE, &record_location(&store.location, &key))?;
         client
             .execute_typed(
                 UPSERT,
@@ -604,13 +616,8 @@ impl PostgresLock<'_> {
             .map_err(|e| failure(&store.location, "commit the record", &e))
     }
 
-    /// Ends the transaction, if one is open; when that fails, closes the connection, which
-    /// ends it too.
+    /// Ends the transaction; when that fails, closes the connection, which ends it too.
     fn rollback(&mut self) {
-        if !self.in_transaction {
-            return;
-        }
-        self.in_transaction = false;
         let failed = match self.slot.as_mut() {
             Some(client) if !client.is_closed() => client.batch_execute("ROLLBACK").err(),
             _ => None,
@@ -623,49 +630,6 @@ impl PostgresLock<'_> {
             );
             *self.slot = None;
         }
-    }
-}
-
-impl StoreLock for PostgresLock<'_> {
-    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
-        if !self.in_transaction {
-            // A load after a save: take the lock again, so that the next save replaces
-            // exactly what this load read (another process may write in between otherwise).
-            self.begin()?;
-        }
-        let (store, key) = (self.store, &self.key);
-        let client = match self.slot.as_mut() {
-            Some(client) if !client.is_closed() => client,
-            _ => {
-                return Err(StoreError::Backend {
-                    store: STORE,
-                    location: store.record_location(key),
-                    source: "the connection holding the lock was lost".into(),
-                })
-            }
-        };
-        let raw = store.select(client, key, SELECT)?;
-        store.decode(key, raw)
-    }
-
-    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
-        if !self.in_transaction {
-            // A save after a save: take the lock again for it.
-            self.begin()?;
-        }
-        let result = self.upsert_and_commit(record);
-        if result.is_ok() {
-            self.in_transaction = false;
-        } else {
-            self.rollback();
-        }
-        result
-    }
-}
-
-impl Drop for PostgresLock<'_> {
-    fn drop(&mut self) {
-        self.rollback();
     }
 }
 
@@ -732,7 +696,8 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
         .and_then(|row| row.try_get(0))
         .map_err(sql("look for the tables"))?;
     if exists
-        && check_schema_version(schema_version(&mut tx, location)?, location)? == SCHEMA_VERSION
+        && check_schema_version(schema_version(&mut tx, location)?, location)?
+            == u64::from(SCHEMA_VERSION)
     {
         return tx.commit().map_err(sql("end the schema check"));
     }
@@ -745,7 +710,7 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
         .map_err(sql("create the schema table"))?;
     // Another process may have migrated while this one waited for the lock.
     let found = check_schema_version(schema_version(&mut tx, location)?, location)?;
-    for from in found..SCHEMA_VERSION {
+    for from in found..u64::from(SCHEMA_VERSION) {
         migrate_from(&mut tx, from, location)?;
     }
     tx.batch_execute(&format!(
@@ -782,7 +747,7 @@ fn transaction_settings(statement_timeout: Duration) -> String {
 /// One migration step, from schema version `from` to `from + 1`.
 fn migrate_from(
     tx: &mut ::postgres::Transaction<'_>,
-    from: i32,
+    from: u64,
     location: &str,
 ) -> Result<(), StoreError> {
     let sql = match from {
@@ -801,12 +766,12 @@ fn migrate_from(
 }
 
 /// Passes a schema version this build can read or migrate.
-fn check_schema_version(found: i32, location: &str) -> Result<i32, StoreError> {
-    schema::check_version(STORE, found, SCHEMA_VERSION, location)
+fn check_schema_version(found: i32, location: &str) -> Result<u64, StoreError> {
+    schema::check_version(STORE, found, 0..=u64::from(SCHEMA_VERSION), location)
 }
 
-fn unsupported(found: i32, location: &str) -> StoreError {
-    schema::unsupported(STORE, found, SCHEMA_VERSION, location)
+fn unsupported(found: u64, location: &str) -> StoreError {
+    schema::unsupported(STORE, found, u64::from(SCHEMA_VERSION), location)
 }
 
 /// A duration in whole milliseconds, at most [`MAX_TIMEOUT`].

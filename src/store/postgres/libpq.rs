@@ -26,46 +26,40 @@ pub(crate) fn apply_environment(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     let var = |name: &str| env(name).filter(|v| !v.is_empty());
-    if config.get_hosts().is_empty() {
-        if let Some(hosts) = var("PGHOST") {
-            for host in hosts.split(',') {
-                config.host(host);
-            }
+    // The variable `name`, when the connection string left the setting out (`given` false).
+    let unless = |given: bool, name: &str| if given { None } else { var(name) };
+    if let Some(hosts) = unless(!config.get_hosts().is_empty(), "PGHOST") {
+        for host in hosts.split(',') {
+            config.host(host);
         }
     }
-    if config.get_ports().is_empty() {
-        if let Some(port) = var("PGPORT") {
-            let port: u16 = port.parse().map_err(|_| "PGPORT is not a port number")?;
-            config.port(port);
-        }
+    if let Some(port) = unless(!config.get_ports().is_empty(), "PGPORT") {
+        config.port(port.parse().map_err(|_| "PGPORT is not a port number")?);
+    }
+    if let Some(user) = unless(config.get_user().is_some(), "PGUSER") {
+        config.user(&user);
     }
     if config.get_user().is_none() {
-        if let Some(user) = var("PGUSER") {
-            config.user(&user);
+        // As libpq (and the postgres crate when it connects): the OS user's name, so that
+        // the password file is searched for the user that will log in.
+        if let Ok(name) = whoami::username() {
+            config.user(&name);
         }
     }
-    if config.get_dbname().is_none() {
-        if let Some(db) = var("PGDATABASE") {
-            config.dbname(&db);
-        }
+    if let Some(db) = unless(config.get_dbname().is_some(), "PGDATABASE") {
+        config.dbname(&db);
     }
-    if config.get_options().is_none() {
-        if let Some(options) = var("PGOPTIONS") {
-            config.options(&options);
-        }
+    if let Some(options) = unless(config.get_options().is_some(), "PGOPTIONS") {
+        config.options(&options);
     }
-    if config.get_application_name().is_none() {
-        if let Some(name) = var("PGAPPNAME") {
-            config.application_name(&name);
-        }
+    if let Some(name) = unless(config.get_application_name().is_some(), "PGAPPNAME") {
+        config.application_name(&name);
     }
-    if config.get_connect_timeout().is_none() {
-        if let Some(secs) = var("PGCONNECT_TIMEOUT") {
-            let secs: u64 = secs
-                .parse()
-                .map_err(|_| "PGCONNECT_TIMEOUT is not a number of seconds")?;
-            config.connect_timeout(Duration::from_secs(secs.max(2)));
-        }
+    if let Some(secs) = unless(config.get_connect_timeout().is_some(), "PGCONNECT_TIMEOUT") {
+        let secs: u64 = secs
+            .parse()
+            .map_err(|_| "PGCONNECT_TIMEOUT is not a number of seconds")?;
+        config.connect_timeout(Duration::from_secs(secs.max(2)));
     }
     if config.get_password().is_some() {
         return Ok(());
@@ -125,7 +119,10 @@ fn password_from_file(path: &Path, config: &Config) -> Result<Option<Zeroizing<S
         .copied()
         .unwrap_or(5432)
         .to_string();
-    let user = config.get_user().unwrap_or_default();
+    let Some(user) = config.get_user() else {
+        // No user name at all (not even the OS user's): no line can be meant for it.
+        return Ok(None);
+    };
     let dbname = config.get_dbname().unwrap_or(user);
     let wanted = [host.as_str(), port.as_str(), dbname, user];
     for line in text.lines() {
@@ -262,6 +259,15 @@ mod tests {
         assert_eq!(config.get_ports(), &[6543]);
         assert_eq!(config.get_dbname(), Some("tokens"));
         assert_eq!(config.get_password(), Some(&b"pw"[..]));
+    }
+
+    #[test]
+    fn with_no_user_given_the_os_user_logs_in_and_is_looked_up() {
+        let mut config: Config = "host=db".parse().unwrap();
+        apply_environment(&mut config, &env_of(&[])).unwrap();
+        let os_user = whoami::username().unwrap();
+        assert!(!os_user.is_empty());
+        assert_eq!(config.get_user(), Some(os_user.as_str()));
     }
 
     #[test]
