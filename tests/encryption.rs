@@ -278,6 +278,7 @@ fn keyring_key_round_trip(open: &dyn Fn(Option<Encryption>) -> Box<dyn TokenStor
 
 #[cfg(feature = "keyring")]
 #[test]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
 fn a_key_in_the_keyring_serves_the_file_and_sqlite_stores() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.json");
@@ -482,6 +483,10 @@ mod postgres {
     }
 
     #[test]
+    #[cfg_attr(
+        chatapp_no_postgres,
+        ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+    )]
     fn postgres_store_keeps_secrets_sealed() {
         let base = server();
         let schema = unique("enc");
@@ -535,7 +540,7 @@ mod postgres {
         client()
             .batch_execute("DELETE FROM chatapp_session_tokens")
             .unwrap();
-        #[cfg(feature = "keyring")]
+        #[cfg(all(feature = "keyring", not(chatapp_no_keyring)))]
         keyring_key_round_trip(&open);
         admin
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
@@ -543,6 +548,10 @@ mod postgres {
     }
 
     #[test]
+    #[cfg_attr(
+        chatapp_no_postgres,
+        ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+    )]
     fn sslmode_prefer_and_none_use_tls_like_libpq() {
         let base = server();
         assert!(
@@ -569,6 +578,10 @@ mod postgres {
     }
 
     #[test]
+    #[cfg_attr(
+        chatapp_no_postgres,
+        ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+    )]
     fn the_password_comes_from_pgpassword_or_a_private_password_file() {
         let conninfo = std::env::var("CHATAPP_TEST_POSTGRES_PW_CONNINFO")
             .expect("run under .ci/postgres-env, which makes a role with a password");

@@ -4,34 +4,18 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use chatapp_session::store::TokenStore;
 use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
 use chatapp_session::{Credentials, Session};
 
-const CHILD: &str = "CHATAPP_MP_CHILD";
-const STORE: &str = "CHATAPP_MP_STORE";
-const BASE: &str = "CHATAPP_MP_BASE";
-const GO: &str = "CHATAPP_MP_GO";
-const THREADS: usize = 4;
+mod support;
+use support::child::{self, Params};
+use support::open_store;
 
-/// Opens a store from a spec (`file:PATH`, `sqlite:PATH`, `keyring:SERVICE`).
-fn open_store(spec: &str) -> Box<dyn TokenStore> {
-    let (kind, arg) = spec.split_once(':').unwrap();
-    match kind {
-        "file" => Box::new(chatapp_session::store::FileStore::new(arg)),
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Box::new(chatapp_session::store::SqliteStore::open(arg).unwrap()),
-        #[cfg(feature = "keyring")]
-        "keyring" => Box::new(chatapp_session::store::KeyringStore::new(arg)),
-        #[cfg(feature = "postgres")]
-        "postgres" => Box::new(chatapp_session::store::PostgresStore::connect(arg).unwrap()),
-        other => panic!("store {other} not built in"),
-    }
-}
+const THREADS: usize = 4;
 
 fn session(spec: &str, base_url: &str) -> Session {
     Session::builder()
@@ -49,13 +33,14 @@ fn session(spec: &str, base_url: &str) -> Session {
 
 /// The child: waits for the go file, then 4 threads call at once; prints one line per result.
 #[test]
+#[ignore = "child process entry: started by this file's tests"]
 fn child_process() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
-    let spec = std::env::var(STORE).unwrap();
-    let base = std::env::var(BASE).unwrap();
-    let go = std::env::var(GO).unwrap();
+    child::entry("child_process");
+    let (spec, base, go) = (
+        child::param("store"),
+        child::param("base"),
+        child::param("go"),
+    );
     let session = session(&spec, &base);
     // Load the stored pair now: every thread then starts with the dead access token.
     session.access_token().unwrap();
@@ -92,20 +77,12 @@ fn crowd_refreshes_once(spec: &str, processes: usize) {
     server.revoke_access_tokens();
     server.reset_counters();
 
-    let exe = std::env::current_exe().unwrap();
     let mut children: Vec<_> = (0..processes)
         .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "child_process",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD, "1")
-                .env(STORE, spec)
-                .env(BASE, server.base_url())
-                .env(GO, &go)
+            child::command("child_process")
+                .param("store", spec)
+                .param("base", server.base_url())
+                .param("go", &go)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -162,6 +139,7 @@ fn crowd_refreshes_once(spec: &str, processes: usize) {
     );
 }
 
+#[cfg(feature = "file")]
 #[test]
 fn eight_processes_on_a_file_store_refresh_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -177,19 +155,9 @@ fn eight_processes_on_a_sqlite_store_refresh_once() {
 
 #[cfg(feature = "keyring")]
 #[test]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
 fn eight_processes_on_a_keyring_store_refresh_once() {
-    if std::env::var_os("CHATAPP_SKIP_KEYRING_TESTS").is_some() {
-        eprintln!("CHATAPP_SKIP_KEYRING_TESTS is set: skipped");
-        return;
-    }
-    let service = format!(
-        "chatapp-session-mp-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let service = support::unique_name("chatapp-session-mp");
     crowd_refreshes_once(&format!("keyring:{service}"), 8);
 }
 
@@ -197,23 +165,11 @@ fn eight_processes_on_a_keyring_store_refresh_once() {
 /// holds the fake server's random port, so no other run shares the row.
 #[cfg(feature = "postgres")]
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn twelve_processes_on_a_postgres_store_refresh_once() {
     // `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer`: through the transaction-pooling pgbouncer.
-    let via_bouncer = std::env::var("CHATAPP_TEST_POSTGRES_ROUTE").as_deref() == Ok("pgbouncer");
-    let conninfo = if via_bouncer {
-        Ok(std::env::var("CHATAPP_TEST_PGBOUNCER")
-            .expect("CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer needs CHATAPP_TEST_PGBOUNCER"))
-    } else {
-        std::env::var("CHATAPP_TEST_POSTGRES")
-    };
-    match conninfo {
-        Ok(conninfo) => crowd_refreshes_once(&format!("postgres:{conninfo}"), 12),
-        Err(_) if std::env::var_os("CHATAPP_SKIP_POSTGRES_TESTS").is_some() => {
-            eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped")
-        }
-        Err(_) => panic!(
-            "CHATAPP_TEST_POSTGRES is not set: run the suite as `bash .ci/test` \
-             (or set CHATAPP_SKIP_POSTGRES_TESTS=1)"
-        ),
-    }
+    crowd_refreshes_once(&format!("postgres:{}", support::postgres_conninfo()), 12);
 }

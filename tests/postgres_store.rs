@@ -8,17 +8,18 @@
 //! .ci/postgres-env cargo test --all-features --test postgres_store
 //! ```
 //!
-//! Without it every test fails with that advice, unless `CHATAPP_SKIP_POSTGRES_TESTS=1`.
+//! Without it (or with `CHATAPP_SKIP_POSTGRES_TESTS` set) at build time, the tests that need
+//! a server are listed as ignored, with that advice (`build.rs` sets `cfg(chatapp_no_postgres)`).
 //! Each test works in a schema of its own (`options='-c search_path=...'`), dropped at its end.
 //!
 //! With `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer` the same tests reach the server through the
 //! transaction-pooling pgbouncer of `CHATAPP_TEST_PGBOUNCER` (also started by the wrapper;
 //! `.ci/test` runs them both ways). pgbouncer passes no startup `options`, so there each test
 //! works in a database of its own instead, created and dropped on the server directly.
-//! With `CHATAPP_TEST_POSTGRES_CA` (the CA of the server's certificate, also set by the
-//! wrapper) the TLS tests run too.
+//! The TLS test needs `CHATAPP_TEST_POSTGRES_CA` (the CA of the server's certificate, also set
+//! by the wrapper).
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,10 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chatapp_session::store::{conformance, PostgresStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
-use common::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
+use support::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
 
 const SERVER_ENV: &str = "CHATAPP_TEST_POSTGRES";
-const SKIP_ENV: &str = "CHATAPP_SKIP_POSTGRES_TESTS";
 const CA_ENV: &str = "CHATAPP_TEST_POSTGRES_CA";
 const ROUTE_ENV: &str = "CHATAPP_TEST_POSTGRES_ROUTE";
 const BOUNCER_ENV: &str = "CHATAPP_TEST_PGBOUNCER";
@@ -49,20 +49,17 @@ fn bouncer() -> Option<String> {
     }
 }
 
-/// The test server's conninfo, or `None` (after saying so) when the tests are skipped.
-fn server() -> Option<String> {
+/// The test server's conninfo. The tests that need it are `ignore`d when it is not set
+/// (`cfg(chatapp_no_postgres)`, from build.rs), so this fails only when one is run anyway.
+fn server() -> String {
     match std::env::var(SERVER_ENV) {
-        Ok(conninfo) if !conninfo.trim().is_empty() => Some(conninfo),
-        _ if std::env::var(SKIP_ENV).as_deref() == Ok("1") => {
-            eprintln!("skipped: {SKIP_ENV}=1 and no {SERVER_ENV}");
-            None
-        }
+        Ok(conninfo) if !conninfo.trim().is_empty() => conninfo,
         _ => panic!(
             "{SERVER_ENV} is not set: these tests need a PostgreSQL server. Run them with a \
              throwaway cluster:\n    .ci/postgres-env cargo test --all-features --test postgres_store\n\
              or set {SERVER_ENV} to the conninfo of a server that allows a plain connection and \
              lets the user create schemas (e.g. \"host=127.0.0.1 port=5432 user=postgres \
-             dbname=postgres\"), or set {SKIP_ENV}=1 to skip them."
+             dbname=postgres\")."
         ),
     }
 }
@@ -97,8 +94,8 @@ struct Db {
 }
 
 impl Db {
-    fn new(tag: &str) -> Option<Db> {
-        let base = server()?;
+    fn new(tag: &str) -> Db {
+        let base = server();
         let schema = unique(tag);
         assert!(
             schema.len() < 64,
@@ -108,25 +105,25 @@ impl Db {
             raw(&base)
                 .batch_execute(&format!("CREATE DATABASE {schema}"))
                 .unwrap();
-            return Some(Db {
+            return Db {
                 conninfo: format!("{bouncer} dbname={schema}"),
                 direct: format!("{base} dbname={schema}"),
                 base,
                 schema,
                 database: true,
-            });
+            };
         }
         raw(&base)
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .unwrap();
         let conninfo = format!("{base} options='-c search_path={schema}'");
-        Some(Db {
+        Db {
             base,
             schema,
             direct: conninfo.clone(),
             conninfo,
             database: false,
-        })
+        }
     }
 
     fn open(&self) -> PostgresStore {
@@ -210,21 +207,28 @@ fn open_path(conninfo: &Path) -> PostgresStore {
 
 /// Plays a child process's part when this binary is re-run by a cross-process test.
 #[test]
+#[ignore = "child process entry: started by this file's cross-process tests"]
 fn child_process() {
-    common::run_child_if_asked(open_path);
+    support::run_child(open_path);
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn conformance_run_all() {
-    let Some(db) = Db::new("conformance") else {
-        return;
-    };
+    let db = Db::new("conformance");
     conformance::run_all(&|| db.open(), true);
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn the_row_holds_the_record_codec_text_and_the_schema_is_versioned() {
-    let Some(db) = Db::new("row") else { return };
+    let db = Db::new("row");
     let store = db.open();
     store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
     assert_eq!(
@@ -287,10 +291,12 @@ fn the_row_holds_the_record_codec_text_and_the_schema_is_versioned() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn several_accounts_share_one_database() {
-    let Some(db) = Db::new("accounts") else {
-        return;
-    };
+    let db = Db::new("accounts");
     let keys: Vec<StoreKey> = (0..5)
         .map(|i| StoreKey::for_account("https://api.chatapp.online", &format!("u{i}@x"), "app_1"))
         .collect();
@@ -306,10 +312,12 @@ fn several_accounts_share_one_database() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn debug_and_errors_never_show_the_password() {
-    let Some(db) = Db::new("redact") else {
-        return;
-    };
+    let db = Db::new("redact");
     // The test server trusts every login, so a password is accepted and ignored.
     let store = PostgresStore::connect(&format!("{} password='pw-SECRET x'", db.conninfo)).unwrap();
     let debug = format!("{store:?}");
@@ -379,10 +387,12 @@ fn a_malformed_conninfo_is_a_typed_error_without_secrets() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_corrupt_row_is_reported_and_left_unchanged() {
-    let Some(db) = Db::new("corrupt") else {
-        return;
-    };
+    let db = Db::new("corrupt");
     let store = db.open();
     let key = StoreKey::new("k");
     let other = StoreKey::new("other");
@@ -436,10 +446,12 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_newer_schema_is_refused() {
-    let Some(db) = Db::new("schema") else {
-        return;
-    };
+    let db = Db::new("schema");
     db.open()
         .save(&StoreKey::new("k"), &secret_record(1))
         .unwrap();
@@ -465,10 +477,12 @@ fn a_newer_schema_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_lock_dropped_without_saving_leaves_no_row_and_frees_the_lock() {
-    let Some(db) = Db::new("rollback") else {
-        return;
-    };
+    let db = Db::new("rollback");
     let name = unique("app");
     let store = PostgresStore::connect(&db.named(&name)).unwrap();
     let key = StoreKey::new("k");
@@ -500,8 +514,12 @@ fn a_lock_dropped_without_saving_leaves_no_row_and_frees_the_lock() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn load_does_not_wait_for_a_lock_holder() {
-    let Some(db) = Db::new("load") else { return };
+    let db = Db::new("load");
     let store = db.open();
     let key = StoreKey::new("k");
     store.save(&key, &secret_record(1)).unwrap();
@@ -523,10 +541,12 @@ fn load_does_not_wait_for_a_lock_holder() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_lock_held_elsewhere_past_the_lock_timeout_is_a_lock_timeout() {
-    let Some(db) = Db::new("timeout") else {
-        return;
-    };
+    let db = Db::new("timeout");
     let key = StoreKey::new("k");
     let holder = db.open().with_lock_timeout(Duration::from_millis(300));
     holder.save(&key, &secret_record(1)).unwrap();
@@ -590,11 +610,13 @@ fn a_lock_held_elsewhere_past_the_lock_timeout_is_a_lock_timeout() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_broken_connection_is_opened_again() {
     let _ = env_logger::builder().is_test(true).try_init();
-    let Some(db) = Db::new("reconnect") else {
-        return;
-    };
+    let db = Db::new("reconnect");
     let name = unique("app");
     let store = PostgresStore::connect(&db.named(&name)).unwrap();
     let key = StoreKey::new("k");
@@ -613,10 +635,12 @@ fn a_broken_connection_is_opened_again() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_holder_whose_connection_dies_releases_the_lock_and_saves_nothing() {
-    let Some(db) = Db::new("holderdies") else {
-        return;
-    };
+    let db = Db::new("holderdies");
     let name = unique("app");
     let store = PostgresStore::connect(&db.named(&name)).unwrap();
     let key = StoreKey::new("k");
@@ -644,33 +668,51 @@ fn a_holder_whose_connection_dies_releases_the_lock_and_saves_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn lock_waits_for_another_process() {
-    let Some(db) = Db::new("xhold") else { return };
+    let db = Db::new("xhold");
     let store = db.open();
-    common::lock_waits_for_other_process(&store, Path::new(&db.conninfo));
+    support::lock_waits_for_other_process(&store, Path::new(&db.conninfo));
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_killed_holder_releases_the_lock() {
-    let Some(db) = Db::new("xkill") else { return };
+    let db = Db::new("xkill");
     drop(db.open());
-    common::killed_child_releases_lock(open_path, Path::new(&db.conninfo));
+    support::killed_child_releases_lock(open_path, Path::new(&db.conninfo));
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn two_processes_increment_without_losing_updates() {
-    let Some(db) = Db::new("xinc") else { return };
+    let db = Db::new("xinc");
     let store = db.open();
-    common::two_processes_increment(&store, Path::new(&db.conninfo));
+    support::two_processes_increment(&store, Path::new(&db.conninfo));
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn tls_verifies_the_server_certificate() {
-    let Some(db) = Db::new("tls") else { return };
-    let Ok(ca) = std::env::var(CA_ENV) else {
-        eprintln!("skipped: no {CA_ENV} (the CA of the test server's certificate)");
-        return;
-    };
+    let db = Db::new("tls");
+    let ca = std::env::var(CA_ENV).unwrap_or_else(|_| {
+        panic!(
+            "no {CA_ENV} (the CA of the test server's certificate): .ci/postgres-env sets it \
+             when openssl is installed"
+        )
+    });
     let key = StoreKey::new("k");
     for (mode, host) in [
         ("verify-full", "127.0.0.1"),
@@ -743,10 +785,12 @@ fn tls_verifies_the_server_certificate() {
 /// suite; here with a lock timeout shorter than the hold to show the wait is not bounded by
 /// a stale setting once the holder releases in time).
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
-    let Some(db) = Db::new("handover") else {
-        return;
-    };
+    let db = Db::new("handover");
     let key = StoreKey::new("k");
     let holder = db.open();
     let waiter = db.open().with_lock_timeout(Duration::from_secs(10));
@@ -770,23 +814,29 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
 /// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) keeps its row lock, but
 /// each waiter ends with `LockTimeout` within its lock timeout + 2 s.
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_stopped_lock_holder_times_out_every_waiter() {
-    let Some(db) = Db::new("xstop") else { return };
+    let db = Db::new("xstop");
     drop(db.open());
     let key = StoreKey::new("stopped holder");
-    let mut holder = common::spawn_child("hold-forever", Path::new(&db.conninfo), &key);
-    common::wait_until_locked(&mut holder);
-    common::stopped_holder_times_out_every_waiter(holder, &key, || {
-        db.open().with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
+    let mut holder = support::spawn_child("hold-forever", Path::new(&db.conninfo), &key);
+    support::wait_until_locked(&mut holder);
+    support::stopped_holder_times_out_every_waiter(holder, &key, || {
+        db.open().with_lock_timeout(support::STOPPED_LOCK_TIMEOUT)
     });
 }
 
 #[test]
+#[cfg_attr(
+    chatapp_no_postgres,
+    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
+)]
 fn a_load_after_a_save_takes_the_lock_again() {
-    let Some(db) = Db::new("reload") else {
-        return;
-    };
+    let db = Db::new("reload");
     let holder = db.open();
     let waiter = db.open().with_lock_timeout(Duration::from_millis(200));
-    common::a_load_after_a_save_takes_the_lock_again(&holder, &waiter);
+    support::a_load_after_a_save_takes_the_lock_again(&holder, &waiter);
 }

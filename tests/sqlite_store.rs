@@ -1,15 +1,15 @@
 //! `SqliteStore` against real databases in temporary directories.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chatapp_session::store::{conformance, SqliteStore, StoreKey, TokenStore};
+use chatapp_session::store::{SqliteStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
-use common::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
+use support::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
 
 fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).unwrap()
@@ -33,15 +33,9 @@ fn raw_record(path: &Path, key: &str) -> String {
 
 /// Plays a child process's part when this binary is re-run by a cross-process test.
 #[test]
+#[ignore = "child process entry: started by this file's cross-process tests"]
 fn child_process() {
-    common::run_child_if_asked(open);
-}
-
-#[test]
-fn conformance_run_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nested").join("tokens.db");
-    conformance::run_all(&|| open(&path), true);
+    support::run_child(open);
 }
 
 #[test]
@@ -312,7 +306,7 @@ fn lock_waits_for_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = open(&path);
-    common::lock_waits_for_other_process(&store, &path);
+    support::lock_waits_for_other_process(&store, &path);
 }
 
 #[test]
@@ -320,7 +314,7 @@ fn a_killed_holder_releases_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     drop(open(&path));
-    common::killed_child_releases_lock(open, &path);
+    support::killed_child_releases_lock(open, &path);
 }
 
 #[test]
@@ -328,7 +322,7 @@ fn two_processes_increment_without_losing_updates() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = open(&path);
-    common::two_processes_increment(&store, &path);
+    support::two_processes_increment(&store, &path);
 }
 
 /// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM): each waiter ends with
@@ -339,10 +333,10 @@ fn a_stopped_lock_holder_times_out_every_waiter() {
     let path = db_in(&dir);
     drop(open(&path));
     let key = StoreKey::new("stopped holder");
-    let mut holder = common::spawn_child("hold-forever", &path, &key);
-    common::wait_until_locked(&mut holder);
-    common::stopped_holder_times_out_every_waiter(holder, &key, || {
-        open(&path).with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
+    let mut holder = support::spawn_child("hold-forever", &path, &key);
+    support::wait_until_locked(&mut holder);
+    support::stopped_holder_times_out_every_waiter(holder, &key, || {
+        open(&path).with_lock_timeout(support::STOPPED_LOCK_TIMEOUT)
     });
 }
 
@@ -352,5 +346,5 @@ fn a_load_after_a_save_takes_the_lock_again() {
     let path = db_in(&dir);
     let holder = open(&path);
     let waiter = open(&path).with_lock_timeout(Duration::from_millis(200));
-    common::a_load_after_a_save_takes_the_lock_again(&holder, &waiter);
+    support::a_load_after_a_save_takes_the_lock_again(&holder, &waiter);
 }
