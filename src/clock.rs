@@ -1,6 +1,7 @@
 //! Time. Nothing else in the crate reads the system clock.
 
 use std::fmt;
+#[cfg(any(test, feature = "testing"))]
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

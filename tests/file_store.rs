@@ -241,6 +241,7 @@ fn saving_one_key_keeps_the_others() {
     assert_eq!(store.load(&keys[1]).unwrap(), Some(secret_record(10)));
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn the_file_has_the_documented_form() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,6 +256,7 @@ fn the_file_has_the_documented_form() {
     );
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn unknown_top_level_fields_are_ignored() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,7 +27,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatapp_session::store::{conformance, PostgresStore, StoreKey, TokenStore};
+use chatapp_session::store::{PostgresStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
 use support::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
@@ -212,6 +212,7 @@ fn child_process() {
     support::run_child(open_path);
 }
 
+#[cfg(feature = "testing")]
 #[test]
 #[cfg_attr(
     chatapp_no_postgres,
@@ -219,9 +220,10 @@ fn child_process() {
 )]
 fn conformance_run_all() {
     let db = Db::new("conformance");
-    conformance::run_all(&|| db.open(), true);
+    chatapp_session::store::conformance::run_all(&|| db.open(), true);
 }
 
+#[cfg(feature = "testing")]
 #[test]
 #[cfg_attr(
     chatapp_no_postgres,
@@ -445,6 +447,7 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
     assert_eq!(store.load(&key).unwrap(), Some(secret_record(7)));
 }
 
+#[cfg(feature = "testing")]
 #[test]
 #[cfg_attr(
     chatapp_no_postgres,

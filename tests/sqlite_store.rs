@@ -38,6 +38,7 @@ fn child_process() {
     support::run_child(open);
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn the_row_holds_the_record_codec_text() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,6 +185,7 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
     assert_eq!(raw_record(&path, "k"), r#"{"version":9,"pair":null}"#);
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();

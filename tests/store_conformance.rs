@@ -1,9 +1,15 @@
-//! The conformance suite (`chatapp_session::store::conformance`), one test per check per store.
+//! The conformance suite (`chatapp_session::store::conformance`), one test per check per store,
+//! once per store: the memory, file and SQLite stores here (each also sealed with
+//! `Encryption`, whose codec sits between the store and its bytes: a different write path),
+//! the keyring and PostgreSQL stores in their own test binaries (`conformance_suite_*`,
+//! `conformance_run_all`), which need the keyring or the server their environment gives.
+//! A new store: one more `conformance_tests!` line below.
 
 /// Generates a test module running every conformance check against the store that `$open`
-/// (an expression evaluated once per test, returning a `Fn() -> Store`) opens.
+/// (an expression evaluated once per test, returning a `Fn() -> Store`) opens. Every store
+/// here is durable (a clone of a `MemoryStore` shares its map), so `survives_reopen` applies.
 macro_rules! conformance_tests {
-    ($(#[$attr:meta])* $name:ident, durable = $durable:expr, $open:expr) => {
+    ($(#[$attr:meta])* $name:ident, $open:expr) => {
         $(#[$attr])*
         mod $name {
             #[allow(unused_imports)]
@@ -41,11 +47,15 @@ macro_rules! conformance_tests {
             }
 
             #[test]
+            fn keys_are_listed() {
+                let open = $open;
+                conformance::keys_are_listed(&open());
+            }
+
+            #[test]
             fn survives_reopen() {
-                if $durable {
-                    let open = $open;
-                    conformance::survives_reopen(&open);
-                }
+                let open = $open;
+                conformance::survives_reopen(&open);
             }
 
             #[test]
@@ -65,30 +75,27 @@ macro_rules! conformance_tests {
                 let open = $open;
                 conformance::lock_then_load_sees_saved(&open());
             }
-
-            #[test]
-            fn run_all() {
-                let open = $open;
-                conformance::run_all(&open, $durable);
-            }
         }
     };
 }
 
 // Clones of a MemoryStore share one map, so a clone is a "reopened" store that must see the
 // records: the durable checks apply.
-conformance_tests!(memory, durable = true, {
-    let shared = chatapp_session::store::MemoryStore::new();
-    move || shared.clone()
-});
+conformance_tests!(
+    #[cfg(feature = "memory")]
+    memory,
+    {
+        let shared = chatapp_session::store::MemoryStore::new();
+        move || shared.clone()
+    }
+);
 
 conformance_tests!(
     #[cfg(feature = "file")]
     file,
-    durable = true,
     {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.json");
+        let path = dir.path().join("nested").join("store.json");
         move || {
             let _keep = &dir;
             chatapp_session::store::FileStore::new(&path)
@@ -99,10 +106,9 @@ conformance_tests!(
 conformance_tests!(
     #[cfg(feature = "sqlite")]
     sqlite,
-    durable = true,
     {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.db");
+        let path = dir.path().join("nested").join("tokens.db");
         move || {
             let _keep = &dir;
             chatapp_session::store::SqliteStore::open(&path).unwrap()
@@ -113,11 +119,10 @@ conformance_tests!(
 conformance_tests!(
     #[cfg(all(feature = "file", feature = "encryption"))]
     file_encrypted,
-    durable = true,
     {
         use chatapp_session::store::{Encryption, EncryptionKey};
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.json");
+        let path = dir.path().join("nested").join("store.json");
         move || {
             let _keep = &dir;
             chatapp_session::store::FileStore::new(&path)
@@ -129,11 +134,10 @@ conformance_tests!(
 conformance_tests!(
     #[cfg(all(feature = "sqlite", feature = "encryption"))]
     sqlite_encrypted,
-    durable = true,
     {
         use chatapp_session::store::{Encryption, EncryptionKey};
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.db");
+        let path = dir.path().join("nested").join("tokens.db");
         move || {
             let _keep = &dir;
             chatapp_session::store::SqliteStore::open(&path)
