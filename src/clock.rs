@@ -69,6 +69,11 @@ impl Clock for ManualClock {
 /// directly, with no virtual call, and its [`Reading`] is compared with a [`Deadline`] kept as
 /// a `SystemTime`, which spares the hot path the conversion of the current time to unix
 /// seconds (about as costly as reading the clock itself).
+///
+/// Measured (issue 13, `cargo bench --bench hot_path`, the three builds run in turn on one
+/// machine): `access_token` on one thread at 1.34-1.35x its floor with this clock, 1.79-1.87x
+/// with an `Arc<dyn Clock>` read as unix seconds and compared with `i64` seconds, 1.76-1.94x
+/// with this enum but `i64` seconds. So the simpler forms cost the hot path a third more.
 #[derive(Clone, Debug)]
 pub(crate) enum SessionClock {
     /// [`SystemClock`], the default.

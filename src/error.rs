@@ -6,7 +6,8 @@ use std::time::Duration;
 /// A shorthand for `Result<T, chatapp_session::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Which ChatApp call an error came from.
+/// Which ChatApp call an error came from (and, for `testing::FakeChatApp`, which requests an
+/// injected fault applies to: `testing::Route` is this same type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Endpoint {
@@ -16,7 +17,8 @@ pub enum Endpoint {
     Refresh,
     /// `GET /v1/tokens/check` (tokens.check).
     Check,
-    /// Any other, authenticated, call.
+    /// Any other, authenticated, call (for the fake server: every ordinary endpoint and any
+    /// unknown path).
     Request,
 }
 

@@ -334,7 +334,7 @@ fn check_token_pair(endpoint: Endpoint, status: u16, data: Value) -> Result<(), 
 fn check_record(bytes: &[u8], tokens: &[&str]) -> Result<Option<StoredRecord>, TestCaseError> {
     match decode_record(bytes, "prop", "here") {
         Ok(record) => {
-            let again = encode_record(&record);
+            let again = encode_record(&record, "test", "here").unwrap();
             let decoded = decode_record(again.as_bytes(), "prop", "here");
             prop_assert_eq!(decoded.as_ref().ok(), Some(&record), "no round trip");
             let written: Value = serde_json::from_str(again.as_str()).expect("encoded JSON");
@@ -436,7 +436,7 @@ proptest! {
 
     #[test]
     fn records_round_trip(record in record()) {
-        let text = encode_record(&record);
+        let text = encode_record(&record, "test", "here").unwrap();
         prop_assert_eq!(decode_record(text.as_bytes(), "prop", "here").ok(), Some(record));
     }
 
@@ -460,11 +460,11 @@ proptest! {
                        edits in prop::collection::vec(byte_edit(), 0..3)) {
         let tokens = tokens_of(&record);
         let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
-        let value: Value = serde_json::from_str(encode_record(&record).as_str()).expect("JSON");
+        let value: Value = serde_json::from_str(encode_record(&record, "test", "here").unwrap().as_str()).expect("JSON");
         let json_mutated = mutate(value, &mutations).to_string().into_bytes();
         check_record(&json_mutated, &tokens)?;
         check_record(&edit(json_mutated, &edits), &tokens)?;
-        check_record(&edit(encode_record(&record).as_bytes().to_vec(), &edits), &tokens)?;
+        check_record(&edit(encode_record(&record, "test", "here").unwrap().as_bytes().to_vec(), &edits), &tokens)?;
     }
 }
 
@@ -484,9 +484,9 @@ const FILE_KEYS: &[&str] = &["k", "other", ""];
 /// record, a mutated one, or arbitrary JSON.
 fn container() -> impl Strategy<Value = Value> {
     let entry = prop_oneof![
-        2 => record().prop_map(|r| serde_json::from_str::<Value>(encode_record(&r).as_str()).expect("JSON")),
+        2 => record().prop_map(|r| serde_json::from_str::<Value>(encode_record(&r, "test", "here").unwrap().as_str()).expect("JSON")),
         2 => (record(), prop::collection::vec(mutation(), 1..3)).prop_map(|(r, m)| {
-            mutate(serde_json::from_str(encode_record(&r).as_str()).expect("JSON"), &m)
+            mutate(serde_json::from_str(encode_record(&r, "test", "here").unwrap().as_str()).expect("JSON"), &m)
         }),
         1 => json_tree(),
     ];
@@ -528,7 +528,7 @@ fn check_file_store(bytes: &[u8], new_record: &StoredRecord) -> Result<(), TestC
     for name in FILE_KEYS {
         let loaded = store.load(&StoreKey::new(*name));
         if let Ok(Some(record)) = &loaded {
-            let text = encode_record(record);
+            let text = encode_record(record, "test", "here").unwrap();
             let again = decode_record(text.as_bytes(), "p", "h").ok();
             prop_assert_eq!(again.as_ref(), Some(record));
         }

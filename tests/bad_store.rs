@@ -212,7 +212,7 @@ mod sqlite {
         let cli = Cli::new(&server, format!("sqlite:{}", path.display()));
         let key = cli_key(&server);
         let record = seeded(&server, &path);
-        let real = encode_record(&record);
+        let real = encode_record(&record, "test", "here").unwrap();
         let cases: Vec<(&str, String, &str)> = vec![
             ("an empty record", String::new(), "corrupt"),
             (

@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use chatapp_session::store::{FileStore, TokenStore};
-use chatapp_session::testing::{FakeChatApp, Fault, Route};
+use chatapp_session::testing::{FakeChatApp, Fault};
 use chatapp_session::{Endpoint, Error, Session};
 
 use support::child::{self, Params};
@@ -26,41 +26,6 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const DELAY: Duration = Duration::from_millis(2500);
 /// 64 MiB.
 const HUGE: u64 = 64 << 20;
-
-/// Where a fault is injected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum On {
-    Make,
-    Refresh,
-    Request,
-}
-
-impl On {
-    fn route(self) -> Route {
-        match self {
-            On::Make => Route::Make,
-            On::Refresh => Route::Refresh,
-            On::Request => Route::Request,
-        }
-    }
-
-    fn endpoint(self) -> Endpoint {
-        match self {
-            On::Make => Endpoint::Make,
-            On::Refresh => Endpoint::Refresh,
-            On::Request => Endpoint::Request,
-        }
-    }
-
-    /// How the CLI and the errors name the call.
-    fn name(self) -> &'static str {
-        match self {
-            On::Make => "tokens.make",
-            On::Refresh => "tokens.refresh",
-            On::Request => "request",
-        }
-    }
-}
 
 /// Every fault of the matrix.
 fn faults() -> Vec<Fault> {
@@ -85,10 +50,10 @@ fn faults() -> Vec<Fault> {
 
 /// Whether the fake server does the work despite the fault (issues, rotates, serves): a
 /// spoilt token reply, or a reply that comes after the client gave up.
-fn server_does_the_work(on: On, fault: &Fault) -> bool {
+fn server_does_the_work(on: Endpoint, fault: &Fault) -> bool {
     match fault {
         Fault::Delay(_) => true,
-        Fault::MissingField(_) | Fault::WrongTypes => on != On::Request,
+        Fault::MissingField(_) | Fault::WrongTypes => on != Endpoint::Request,
         _ => false,
     }
 }
@@ -101,51 +66,54 @@ fn make_counted_locally(fault: &Fault) -> bool {
 }
 
 /// Whether `err` is the typed error `fault` on `on` must give.
-fn is_expected(on: On, fault: &Fault, err: &Error) -> bool {
-    let endpoint = on.endpoint();
+fn is_expected(on: Endpoint, fault: &Fault, err: &Error) -> bool {
     let protocol = |needle: &str| {
         matches!(err, Error::Protocol { endpoint: e, status: 200, detail }
-            if *e == endpoint && detail.contains(needle))
+            if *e == on && detail.contains(needle))
     };
     match fault {
         Fault::ServerError(status) => {
-            matches!(err, Error::Server(a) if a.status == *status && a.endpoint == endpoint)
+            matches!(err, Error::Server(a) if a.status == *status && a.endpoint == on)
         }
         Fault::MalformedJson => protocol("not valid JSON"),
-        Fault::MissingField(_) if on == On::Request => protocol("envelope"),
+        Fault::MissingField(_) if on == Endpoint::Request => protocol("envelope"),
         Fault::MissingField(field) => protocol(field),
-        Fault::WrongTypes if on == On::Request => protocol("envelope"),
+        Fault::WrongTypes if on == Endpoint::Request => protocol("envelope"),
         Fault::WrongTypes => protocol("accessTokenEndTime"),
-        Fault::DropConnection if on == On::Refresh => {
+        Fault::DropConnection if on == Endpoint::Refresh => {
             matches!(err, Error::RefreshReplyLost { source }
                 if matches!(**source, Error::Network { endpoint: Endpoint::Refresh, .. }))
         }
         Fault::DropConnection => {
-            matches!(err, Error::Network { endpoint: e, .. } if *e == endpoint)
+            matches!(err, Error::Network { endpoint: e, .. } if *e == on)
         }
-        Fault::Delay(_) if on == On::Refresh => matches!(err, Error::RefreshReplyLost { source }
-                if matches!(**source, Error::Timeout { endpoint: Endpoint::Refresh, .. })),
-        Fault::Delay(_) => matches!(err, Error::Timeout { endpoint: e, .. } if *e == endpoint),
+        Fault::Delay(_) if on == Endpoint::Refresh => {
+            matches!(err, Error::RefreshReplyLost { source }
+                if matches!(**source, Error::Timeout { endpoint: Endpoint::Refresh, .. }))
+        }
+        Fault::Delay(_) => matches!(err, Error::Timeout { endpoint: e, .. } if *e == on),
         Fault::Huge { .. } => protocol("cap"),
         other => panic!("no expectation for {other:?}"),
     }
 }
 
 /// What the CLI's error line must say for `fault` on `on` (besides the call's name).
-fn cli_says(on: On, fault: &Fault) -> String {
+fn cli_says(on: Endpoint, fault: &Fault) -> String {
     match fault {
         Fault::ServerError(status) => {
-            format!("server failure: {} answered HTTP {status}", on.name())
+            format!("server failure: {} answered HTTP {status}", on)
         }
         Fault::MalformedJson => "not valid JSON".into(),
-        Fault::MissingField(_) | Fault::WrongTypes if on == On::Request => {
+        Fault::MissingField(_) | Fault::WrongTypes if on == Endpoint::Request => {
             "without the success/data/error envelope".into()
         }
         Fault::MissingField(field) => format!("`{field}` is missing"),
         Fault::WrongTypes => "`accessTokenEndTime` is missing or not an integer".into(),
-        Fault::DropConnection if on == On::Refresh => "the reply to tokens.refresh was lost".into(),
+        Fault::DropConnection if on == Endpoint::Refresh => {
+            "the reply to tokens.refresh was lost".into()
+        }
         Fault::DropConnection => "network failure".into(),
-        Fault::Delay(_) if on == On::Refresh => "the reply to tokens.refresh was lost".into(),
+        Fault::Delay(_) if on == Endpoint::Refresh => "the reply to tokens.refresh was lost".into(),
         Fault::Delay(_) => "no reply within".into(),
         Fault::Huge { .. } => "byte cap".into(),
         other => panic!("no expectation for {other:?}"),
@@ -182,10 +150,10 @@ fn faults_on_make_are_typed_keep_no_pair_and_the_next_call_makes() {
         let server = server();
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path().join("s.json"));
-        server.inject(Route::Make, fault.clone());
+        server.inject(Endpoint::Make, fault.clone());
         let short = session(&server, &store, TIMEOUT);
         let err = short.request("GET", "/v1/licenses", None).unwrap_err();
-        assert!(is_expected(On::Make, &fault, &err), "{what}: {err:?}");
+        assert!(is_expected(Endpoint::Make, &fault, &err), "{what}: {err:?}");
         assert!(!err.to_string().contains('\n'), "{what}: {err}");
 
         // Still no pair; the attempt is in the ledger unless the server clearly refused it.
@@ -197,7 +165,7 @@ fn faults_on_make_are_typed_keep_no_pair_and_the_next_call_makes() {
         );
         let counted = u32::from(make_counted_locally(&fault));
         assert_eq!(short.status().unwrap().makes_last_24h, counted, "{what}");
-        if server_does_the_work(On::Make, &fault) {
+        if server_does_the_work(Endpoint::Make, &fault) {
             wait_for_server(&server, &what, |s| s.counters().makes == 1);
         } else {
             assert_eq!(server.counters().makes, 0, "{what}: a pair was issued");
@@ -243,9 +211,12 @@ fn more_faults_on_ordinary_calls_keep_the_pair_and_spend_no_auth_call() {
     let session = session(&server, &store, TIMEOUT);
     for fault in cases {
         let what = format!("request {fault:?}");
-        server.inject(Route::Request, fault.clone());
+        server.inject(Endpoint::Request, fault.clone());
         let err = session.request("GET", "/v1/licenses", None).unwrap_err();
-        assert!(is_expected(On::Request, &fault, &err), "{what}: {err:?}");
+        assert!(
+            is_expected(Endpoint::Request, &fault, &err),
+            "{what}: {err:?}"
+        );
         assert_eq!(
             store.load(&cli_key(&server)).unwrap(),
             Some(seeded.clone()),
@@ -259,41 +230,37 @@ fn more_faults_on_ordinary_calls_keep_the_pair_and_spend_no_auth_call() {
 
 /// Every fault on `on` through the CLI: exit 5, one short line naming the call and the
 /// failure, the stored pair unchanged, no make, then a plain call exits 0.
-fn cli_faults_on(on: On) {
+fn cli_faults_on(on: Endpoint) {
     for fault in faults() {
-        let what = format!("{} {fault:?}", on.name());
+        let what = format!("{} {fault:?}", on);
         let server = server();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
         let cli = Cli::file(&server, &path);
         let seeded = match on {
-            On::Make => None,
+            Endpoint::Make => None,
             _ => Some(seed_pair(&server, &FileStore::new(&path))),
         };
-        if on == On::Refresh {
+        if on == Endpoint::Refresh {
             server.revoke_access_tokens();
         }
-        server.inject(on.route(), fault.clone());
+        server.inject(on, fault.clone());
 
         let args: &[&str] = match on {
-            On::Make => &["--timeout", "1", "login"],
+            Endpoint::Make => &["--timeout", "1", "login"],
             _ => &["--timeout", "1", "call", "GET", "/v1/licenses"],
         };
         let run = cli.run(args);
         run.expect_code(5, &what);
         assert_eq!(run.stdout, "", "{what}");
         let line = run.one_error_line(&what);
-        assert!(line.contains(on.name()), "{what}: {line}");
+        assert!(line.contains(&on.to_string()), "{what}: {line}");
         let says = cli_says(on, &fault);
         assert!(
             line.contains(&says),
             "{what}: {line:?} does not say {says:?}"
         );
-        assert_eq!(
-            server.pending_faults(on.route()),
-            0,
-            "{what}: fault not served"
-        );
+        assert_eq!(server.pending_faults(on), 0, "{what}: fault not served");
 
         // The pair is as it was; no make was spent but by a make fault itself.
         let record = file_record(&server, &path);
@@ -311,13 +278,21 @@ fn cli_faults_on(on: On) {
         }
         let work = server_does_the_work(on, &fault);
         match (on, work) {
-            (On::Make, true) => wait_for_server(&server, &what, |s| s.counters().makes == 1),
-            (On::Refresh, true) => wait_for_server(&server, &what, |s| s.counters().refreshes == 1),
-            (On::Request, true) => wait_for_server(&server, &what, |s| s.counters().requests == 1),
+            (Endpoint::Make, true) => wait_for_server(&server, &what, |s| s.counters().makes == 1),
+            (Endpoint::Refresh, true) => {
+                wait_for_server(&server, &what, |s| s.counters().refreshes == 1)
+            }
+            (Endpoint::Request, true) => {
+                wait_for_server(&server, &what, |s| s.counters().requests == 1)
+            }
             _ => {}
         }
         let before = server.counters();
-        assert_eq!(before.makes, u64::from(on == On::Make && work), "{what}");
+        assert_eq!(
+            before.makes,
+            u64::from(on == Endpoint::Make && work),
+            "{what}"
+        );
 
         // The server behaves again: the next call succeeds.
         let run = cli.run(&["call", "GET", "/v1/licenses"]);
@@ -327,8 +302,8 @@ fn cli_faults_on(on: On) {
         let after = server.counters();
         // A make is needed when there was no pair, or when the faulty refresh had rotated
         // the stored pair server-side (its reply spoilt or too late): then one, no more.
-        let rotated_away = on == On::Refresh && work;
-        let makes = u64::from(on == On::Make || rotated_away);
+        let rotated_away = on == Endpoint::Refresh && work;
+        let makes = u64::from(on == Endpoint::Make || rotated_away);
         assert_eq!(after.makes - before.makes, makes, "{what}: {after:?}");
         assert_eq!(
             after.refreshes_rejected - before.refreshes_rejected,
@@ -342,17 +317,17 @@ fn cli_faults_on(on: On) {
 
 #[test]
 fn cli_faults_on_make_exit_5_with_one_line() {
-    cli_faults_on(On::Make);
+    cli_faults_on(Endpoint::Make);
 }
 
 #[test]
 fn cli_faults_on_refresh_exit_5_with_one_line() {
-    cli_faults_on(On::Refresh);
+    cli_faults_on(Endpoint::Refresh);
 }
 
 #[test]
 fn cli_faults_on_ordinary_calls_exit_5_with_one_line() {
-    cli_faults_on(On::Request);
+    cli_faults_on(Endpoint::Request);
 }
 
 #[test]
@@ -363,7 +338,7 @@ fn cli_lost_refresh_reply_says_so_and_the_next_call_recovers_with_one_make() {
     let cli = Cli::file(&server, &path);
     let seeded = seed_pair(&server, &FileStore::new(&path));
     server.revoke_access_tokens();
-    server.inject(Route::Refresh, Fault::LostReply);
+    server.inject(Endpoint::Refresh, Fault::LostReply);
 
     let run = cli.run(&["call", "GET", "/v1/licenses"]);
     run.expect_code(5, "lost refresh reply");
@@ -410,22 +385,22 @@ fn cli_peak_memory_stays_small_on_a_64_mib_reply() {
         eprintln!("skipped: /usr/bin/time is missing (Debian package `time`); the library's peak is checked by library_peak_memory_stays_small_on_a_64_mib_reply");
         return;
     }
-    for on in [On::Make, On::Refresh, On::Request] {
+    for on in [Endpoint::Make, Endpoint::Refresh, Endpoint::Request] {
         for declare_length in [true, false] {
-            let what = format!("{} 64 MiB, Content-Length {declare_length}", on.name());
+            let what = format!("{} 64 MiB, Content-Length {declare_length}", on);
             let server = server();
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("s.json");
             let mut cli = Cli::file(&server, &path);
             cli.time_file = Some(dir.path().join("peak"));
-            if on != On::Make {
+            if on != Endpoint::Make {
                 seed_pair(&server, &FileStore::new(&path));
             }
-            if on == On::Refresh {
+            if on == Endpoint::Refresh {
                 server.revoke_access_tokens();
             }
             server.inject(
-                on.route(),
+                on,
                 Fault::Huge {
                     bytes: HUGE,
                     declare_length,
@@ -485,7 +460,7 @@ fn child_peak_kib(cap: u64) -> u64 {
     let path = dir.path().join("s.json");
     seed_pair(&server, &FileStore::new(&path));
     server.inject(
-        Route::Request,
+        Endpoint::Request,
         Fault::Huge {
             bytes: HUGE,
             declare_length: false,

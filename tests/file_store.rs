@@ -261,7 +261,8 @@ fn the_file_has_the_documented_form() {
 fn unknown_top_level_fields_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = store_in(&dir);
-    let record = chatapp_session::testing::encode_record(&secret_record(1));
+    let record =
+        chatapp_session::testing::encode_record(&secret_record(1), "test", "here").unwrap();
     write_private(
         &path,
         format!(

@@ -319,7 +319,10 @@ fn a_record_is_one_secret_of_the_record_codec_text() {
     #[cfg(feature = "testing")]
     {
         use chatapp_session::testing::{decode_record, encode_record};
-        assert_eq!(raw, encode_record(&saved).as_bytes());
+        assert_eq!(
+            raw,
+            encode_record(&saved, "test", "here").unwrap().as_bytes()
+        );
         assert_eq!(decode_record(&raw, "t", "here").ok(), Some(saved));
     }
     assert_eq!(store.service(), service);

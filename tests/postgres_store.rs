@@ -235,7 +235,11 @@ fn the_row_holds_the_record_codec_text_and_the_schema_is_versioned() {
     store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
     assert_eq!(
         db.raw_record("k").as_deref(),
-        Some(chatapp_session::testing::encode_record(&secret_record(1)).as_str())
+        Some(
+            chatapp_session::testing::encode_record(&secret_record(1), "test", "here")
+                .unwrap()
+                .as_str()
+        )
     );
     let mut client = db.raw();
     let row = client
@@ -469,7 +473,11 @@ fn a_newer_schema_is_refused() {
     }
     assert_eq!(
         db.raw_record("k").as_deref(),
-        Some(chatapp_session::testing::encode_record(&secret_record(1)).as_str())
+        Some(
+            chatapp_session::testing::encode_record(&secret_record(1), "test", "here")
+                .unwrap()
+                .as_str()
+        )
     );
     let version: i32 = db
         .raw()

@@ -48,7 +48,9 @@ fn the_row_holds_the_record_codec_text() {
     let text = raw_record(&path, "k");
     assert_eq!(
         text.as_str(),
-        chatapp_session::testing::encode_record(&secret_record(1)).as_str()
+        chatapp_session::testing::encode_record(&secret_record(1), "test", "here")
+            .unwrap()
+            .as_str()
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
@@ -204,7 +206,8 @@ fn a_newer_schema_is_refused() {
         other => panic!("open gave {other:?}"),
     }
     assert_eq!(raw_record(&path, "k"), {
-        let text = chatapp_session::testing::encode_record(&secret_record(1));
+        let text =
+            chatapp_session::testing::encode_record(&secret_record(1), "test", "here").unwrap();
         text.as_str().to_owned()
     });
 }

@@ -48,7 +48,8 @@ impl RecordCodec {
     /// record itself). Zeroized when dropped.
     ///
     /// # Errors
-    /// [`StoreError::Backend`] when the operating system gives no random nonce.
+    /// [`StoreError::Backend`] when the operating system gives no random nonce, or when the
+    /// record cannot be encoded ([`encode_record`]).
     pub(crate) fn encode(
         &self,
         key: &StoreKey,
@@ -56,12 +57,12 @@ impl RecordCodec {
         store: &'static str,
         location: &str,
     ) -> Result<Zeroizing<String>, StoreError> {
-        let plain = encode_record(record);
+        let plain = encode_record(record, store, location)?;
         #[cfg(feature = "encryption")]
         if let Some(encryption) = &self.encryption {
             return encryption.seal(plain.as_bytes(), key, store, location);
         }
-        let _ = (key, store, location);
+        let _ = key;
         Ok(plain)
     }
 
@@ -129,7 +130,7 @@ mod tests {
             decode_record(env, "t", "here"),
             Err(StoreError::Corrupt { .. })
         ));
-        let plain = encode_record(&StoredRecord::default());
+        let plain = encode_record(&StoredRecord::default(), "test", "here").unwrap();
         assert!(!is_envelope(plain.as_bytes()));
         assert_eq!(
             codec.decode(plain.as_bytes(), &key, "t", "here").ok(),

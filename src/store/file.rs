@@ -12,12 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
-use super::fs::{
-    check_private, create_parent_dirs, io_error, open_or_create_private, parent_dir, sync_dir,
-};
+use super::fs::{check_private, io_error, lock_file, parent_dir, sync_dir};
 use super::record::describe;
-use super::wait::{lock_file_within, DEFAULT_LOCK_TIMEOUT};
-use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::schema::check_json_version;
+use super::wait::DEFAULT_LOCK_TIMEOUT;
+use super::{record_location, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "file";
@@ -79,40 +78,13 @@ impl FileStore {
         }
     }
 
-    /// Sets how long [`lock`](TokenStore::lock) waits for another holder before it fails with
-    /// [`StoreError::LockTimeout`] (default 30 s). Keep it no shorter than the session's HTTP
-    /// timeout: a holder may wait that long for its refresh.
-    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
-        self
-    }
-
-    /// The lock timeout in force.
-    pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
-    }
-
-    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
-    /// are still read, and are sealed at their next save. See the crate's "Secrets" notes.
-    #[cfg(feature = "encryption")]
-    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
-        self.codec = RecordCodec::encrypted(encryption);
-        self
-    }
-
-    /// Whether this store encrypts the records it saves.
-    pub fn is_encrypted(&self) -> bool {
-        self.codec.is_encrypting()
-    }
+    store_accessors!(with_lock_timeout);
+    store_accessors!(lock_timeout);
+    store_accessors!(encryption);
 
     /// The store file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Where the record under `key` is, for errors.
-    fn record_location(&self, key: &StoreKey) -> String {
-        format!("{} key {key}", self.path.display())
     }
 
     /// `<file name>.lock` beside the store file.
@@ -161,8 +133,12 @@ impl FileStore {
         entries
             .get(key.as_str())
             .map(|raw| {
-                self.codec
-                    .decode(raw.get().as_bytes(), key, STORE, &self.record_location(key))
+                self.codec.decode(
+                    raw.get().as_bytes(),
+                    key,
+                    STORE,
+                    &record_location(self.path.display(), key),
+                )
             })
             .transpose()
     }
@@ -177,12 +153,19 @@ impl FileStore {
         };
         if let Some(old) = entries.get(key.as_str()) {
             // Never replace a record that this build cannot read.
-            self.codec
-                .decode(old.get().as_bytes(), key, STORE, &self.record_location(key))?;
+            self.codec.decode(
+                old.get().as_bytes(),
+                key,
+                STORE,
+                &record_location(self.path.display(), key),
+            )?;
         }
-        let encoded = self
-            .codec
-            .encode(key, record, STORE, &self.record_location(key))?;
+        let encoded = self.codec.encode(
+            key,
+            record,
+            STORE,
+            &record_location(self.path.display(), key),
+        )?;
         let raw: &RawValue = serde_json::from_str(encoded.as_str())
             .map_err(|e| io_error(STORE, &self.path, "encode", e.into()))?;
         entries.insert(key.as_str().to_owned(), raw);
@@ -248,20 +231,7 @@ impl TokenStore for FileStore {
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
-        let lock_path = self.lock_path()?;
-        create_parent_dirs(STORE, &self.path)?;
-        let file = open_or_create_private(STORE, &lock_path)?;
-        match lock_file_within(&file, self.lock_timeout) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(StoreError::LockTimeout {
-                    store: STORE,
-                    location: lock_path.display().to_string(),
-                    waited: self.lock_timeout,
-                })
-            }
-            Err(e) => return Err(io_error(STORE, &lock_path, "lock", e)),
-        }
+        let file = lock_file(STORE, &self.lock_path()?, self.lock_timeout)?;
         Ok(Box::new(FileLock {
             store: self,
             key: key.clone(),
@@ -326,11 +296,6 @@ fn remove_interrupted_saves(dir: &Path, prefix: &std::ffi::OsStr) {
 }
 
 #[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
-}
-
-#[derive(Deserialize)]
 struct ContainerIn<'a> {
     #[serde(borrow)]
     entries: BTreeMap<String, &'a RawValue>,
@@ -349,16 +314,13 @@ fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<BTreeMap<String, &'a RawVal
         location: path.display().to_string(),
         detail,
     };
-    let version: VersionOnly = serde_json::from_slice(bytes)
-        .map_err(|e| corrupt(format!("no readable file version ({})", describe(&e))))?;
-    if version.version == 0 || version.version > FILE_VERSION {
-        return Err(StoreError::UnsupportedVersion {
-            store: STORE,
-            location: path.display().to_string(),
-            found: version.version,
-            supported: FILE_VERSION,
-        });
-    }
+    check_json_version(
+        bytes,
+        STORE,
+        "file",
+        FILE_VERSION,
+        &path.display().to_string(),
+    )?;
     let container: ContainerIn<'a> =
         serde_json::from_slice(bytes).map_err(|e| corrupt(describe(&e)))?;
     Ok(container.entries)

@@ -1,9 +1,12 @@
-//! File-system helpers shared by the file-backed stores: private files and directories, and
-//! the refusal of files other users can read.
+//! File-system helpers shared by the stores that keep files (the file and SQLite stores, the
+//! keyring store's lock files, key files): private files and directories, the refusal of
+//! files other users can read, and the lock file.
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::path::Path;
+#[cfg(any(feature = "file", feature = "keyring"))]
+use std::time::Duration;
 
 use crate::error::StoreError;
 
@@ -56,6 +59,33 @@ pub(super) fn open_or_create_private(store: &'static str, path: &Path) -> Result
     options
         .open(path)
         .map_err(|e| io_error(store, path, "open", e))
+}
+
+/// Opens (creating it `0600`, and its missing directories `0700`) and exclusively locks the
+/// lock file at `path` ([`lock_file_within`](super::wait::lock_file_within): an interrupted
+/// wait is resumed), waiting at most `timeout` for another holder. The lock is held until the
+/// returned file is closed; the file holds nothing and is never deleted.
+///
+/// # Errors
+/// [`StoreError::LockTimeout`] when another holder kept it past `timeout`;
+/// [`StoreError::Io`] when the file cannot be created, opened or locked.
+#[cfg(any(feature = "file", feature = "keyring"))]
+pub(super) fn lock_file(
+    store: &'static str,
+    path: &Path,
+    timeout: Duration,
+) -> Result<File, StoreError> {
+    create_parent_dirs(store, path)?;
+    let file = open_or_create_private(store, path)?;
+    match super::wait::lock_file_within(&file, timeout) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(StoreError::LockTimeout {
+            store,
+            location: path.display().to_string(),
+            waited: timeout,
+        }),
+        Err(e) => Err(io_error(store, path, "lock", e)),
+    }
 }
 
 /// Refuses a file that its group or other users may read, write or execute.

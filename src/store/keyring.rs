@@ -9,8 +9,8 @@
 #[cfg(not(unix))]
 use std::env;
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ use keyring_core::{CredentialStore, Entry, Error as KeyringError};
 use parking_lot::Mutex;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::wait::{lock_file_within, DEFAULT_LOCK_TIMEOUT};
+use super::fs::lock_file;
+use super::wait::DEFAULT_LOCK_TIMEOUT;
 use super::{decode_record, encode_record, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
@@ -191,18 +192,8 @@ impl KeyringStore {
         Ok(lock_dir()?.join(lock_file_name(&self.inner.service, key)))
     }
 
-    /// Sets how long [`lock`](TokenStore::lock) waits for another holder before it fails with
-    /// [`StoreError::LockTimeout`] (default 30 s). Keep it no shorter than the session's HTTP
-    /// timeout: a holder may wait that long for its refresh.
-    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
-        self
-    }
-
-    /// The lock timeout in force.
-    pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
-    }
+    store_accessors!(with_lock_timeout);
+    store_accessors!(lock_timeout);
 
     /// The index's lock file, beside the keys' lock files.
     fn index_lock_path(&self) -> Result<PathBuf, StoreError> {
@@ -241,7 +232,7 @@ impl KeyringStore {
     /// Adds `key` to the index unless it is there, under the index's lock.
     fn add_to_index(&self, key: &StoreKey) -> Result<(), StoreError> {
         // Bounded like the key's lock.
-        let _held = lock_file(&self.index_lock_path()?, self.lock_timeout)?;
+        let _held = lock_file(STORE, &self.index_lock_path()?, self.lock_timeout)?;
         let index = StoreKey::new(INDEX_ACCOUNT);
         let entry = self.entry(&index)?;
         let mut keys = self.read_index(&entry)?;
@@ -322,7 +313,7 @@ impl KeyringStore {
         key: &StoreKey,
         record: &StoredRecord,
     ) -> Result<(), StoreError> {
-        let text = encode_record(record);
+        let text = encode_record(record, STORE, &self.location(key))?;
         entry
             .set_secret(text.as_bytes())
             .map_err(|e| self.failure(e, "write the secret", key))
@@ -430,7 +421,7 @@ impl TokenStore for KeyringStore {
 
     fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
         let entry = self.entry(key)?;
-        let file = lock_file(&self.lock_path(key)?, self.lock_timeout)?;
+        let file = lock_file(STORE, &self.lock_path(key)?, self.lock_timeout)?;
         Ok(Box::new(KeyringLock {
             store: self,
             key: key.clone(),
@@ -713,52 +704,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Opens (creating it 0600, and its directory 0700, if needed) and exclusively locks the
-/// lock file at `path`, waiting at most `timeout` for another holder.
-fn lock_file(path: &Path, timeout: Duration) -> Result<File, StoreError> {
-    let io = |action: &'static str, source: std::io::Error| StoreError::Io {
-        store: STORE,
-        location: path.display().to_string(),
-        action,
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        if !dir.is_dir() {
-            create_private_dir(dir).map_err(|e| io("create the lock directory", e))?;
-        }
-    }
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let file = options
-        .open(path)
-        .map_err(|e| io("open the lock file", e))?;
-    match lock_file_within(&file, timeout) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(StoreError::LockTimeout {
-            store: STORE,
-            location: path.display().to_string(),
-            waited: timeout,
-        }),
-        Err(e) => Err(io("lock the lock file", e)),
-    }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
 /// The most a Windows Credential Manager secret holds: `CRED_MAX_CREDENTIAL_BLOB_SIZE`, 5 x
 /// 512 bytes. The store writes the record's JSON through `set_secret`, which
 /// windows-native-keyring-store stores as the bytes given (UTF-8, one byte per character of
@@ -806,7 +751,7 @@ mod tests {
     #[test]
     fn the_largest_record_fits_a_windows_credential_with_room_to_spare() {
         let ledger = usize::try_from(crate::policy::DEFAULT_MAKE_LIMIT).unwrap();
-        let text = encode_record(&largest_record(ledger));
+        let text = encode_record(&largest_record(ledger), "test", "here").unwrap();
         assert!(text.is_ascii(), "one byte per character");
         eprintln!(
             "the largest record: {} of {WINDOWS_SECRET_LIMIT} bytes",
@@ -819,7 +764,12 @@ mod tests {
             text.len()
         );
         // The README says a make limit up to 140 fits (13 bytes per ledger entry).
-        assert!(encode_record(&largest_record(140)).len() <= WINDOWS_SECRET_LIMIT);
+        assert!(
+            encode_record(&largest_record(140), "test", "here")
+                .unwrap()
+                .len()
+                <= WINDOWS_SECRET_LIMIT
+        );
     }
 
     #[test]

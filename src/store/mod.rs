@@ -9,6 +9,51 @@
 //! With the `testing` feature, [`conformance`] holds the checks every store passes, ready to
 //! run against a store of your own.
 
+/// The public accessors that several stores share word for word, written once. On a store
+/// with the fields they read:
+/// - `lock_timeout` (a `lock_timeout: Duration` field): [`lock_timeout`](FileStore::lock_timeout);
+/// - `with_lock_timeout` (the same field, taken as given): `with_lock_timeout`;
+/// - `encryption` (a `codec: RecordCodec` field): `with_encryption` and `is_encrypted`.
+#[cfg(any(
+    feature = "file",
+    feature = "sqlite",
+    feature = "keyring",
+    feature = "postgres"
+))]
+macro_rules! store_accessors {
+    (lock_timeout) => {
+        /// The lock timeout in force.
+        pub fn lock_timeout(&self) -> std::time::Duration {
+            self.lock_timeout
+        }
+    };
+    (with_lock_timeout) => {
+        /// Sets how long [`lock`](crate::store::TokenStore::lock) waits for another holder
+        /// before it fails with [`StoreError::LockTimeout`](crate::StoreError::LockTimeout)
+        /// (default 30 s). Keep it no shorter than the session's HTTP timeout: a holder may
+        /// wait that long for its refresh.
+        pub fn with_lock_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.lock_timeout = timeout;
+            self
+        }
+    };
+    (encryption) => {
+        /// Encrypts every record this store saves (feature `encryption`); records saved in
+        /// clear are still read, and are sealed at their next save. See the crate's
+        /// "Secrets" notes.
+        #[cfg(feature = "encryption")]
+        pub fn with_encryption(mut self, encryption: crate::store::Encryption) -> Self {
+            self.codec = crate::store::RecordCodec::encrypted(encryption);
+            self
+        }
+
+        /// Whether this store encrypts the records it saves.
+        pub fn is_encrypted(&self) -> bool {
+            self.codec.is_encrypting()
+        }
+    };
+}
+
 #[cfg_attr(
     not(any(feature = "file", feature = "sqlite", feature = "postgres")),
     allow(dead_code)
@@ -20,7 +65,12 @@ pub mod conformance;
 mod encryption;
 #[cfg(feature = "file")]
 mod file;
-#[cfg(any(feature = "file", feature = "sqlite", feature = "encryption"))]
+#[cfg(any(
+    feature = "file",
+    feature = "sqlite",
+    feature = "keyring",
+    feature = "encryption"
+))]
 #[cfg_attr(not(any(feature = "file", feature = "sqlite")), allow(dead_code))]
 mod fs;
 #[cfg(feature = "keyring")]
@@ -31,10 +81,11 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub(crate) mod record;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod transaction;
 #[cfg(any(feature = "file", feature = "sqlite", feature = "keyring"))]
 mod wait;
 
@@ -195,6 +246,12 @@ pub fn load_with_legacy(
         log::info!("store key {legacy} is an earlier version's key of {key}: its record moves there at the next save");
     }
     Ok(found)
+}
+
+/// Where the record under `key` is, for errors: `<the store's location> key <key>`.
+#[cfg(any(feature = "file", feature = "sqlite", feature = "postgres"))]
+pub(crate) fn record_location(store_location: impl fmt::Display, key: &StoreKey) -> String {
+    format!("{store_location} key {key}")
 }
 
 impl fmt::Display for StoreKey {

@@ -18,14 +18,15 @@ use zeroize::Zeroizing;
 
 use self::conninfo::Tls;
 use super::schema;
-use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::transaction::{Transaction, TransactionGuard};
+use super::{record_location, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "postgres";
 
 /// The schema version this build creates and the newest it reads
 /// (`chatapp_session_schema.version`).
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: u32 = 1;
 
 /// How long [`TokenStore::lock`] waits for another holder by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -107,15 +108,16 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 ///   prepared-statement support (before 1.21, or `max_prepared_statements = 0`). Statement
 ///   pooling does not work: the lock is a transaction. A pooler may drop startup options such
 ///   as `options='-c search_path=...'`: set the search path on the role or database instead.
-/// - `Debug` and every error show the connection string with its password replaced by
-///   `[redacted]`, and never quote a row.
+/// - `Debug` and every error show where the store connects (host, host address, port, user,
+///   database, TLS settings, and `password=[redacted]` when there is a password), read from
+///   the parsed settings, never the text of the connection string; they never quote a row.
 pub struct PostgresStore {
     /// Holds the password, if any: never shown.
     config: ::postgres::Config,
     tls: Option<MakeRustlsConnect>,
-    /// The connection string, redacted.
+    /// Where it connects, without secrets ([`conninfo::shown`]).
     conninfo: String,
-    /// Where errors say the store is: `postgres:<redacted connection string>`.
+    /// Where errors say the store is: `postgres:<conninfo>`.
     location: String,
     lock_timeout: Duration,
     /// Held by a lock for its whole life; serves loads when no lock holds it.
@@ -145,23 +147,29 @@ impl PostgresStore {
     /// - [`StoreError::UnsupportedVersion`] when a newer build created the schema;
     /// - [`StoreError::Corrupt`] when the schema version is not one any build writes.
     pub fn connect(conninfo: &str) -> Result<PostgresStore, StoreError> {
-        let info = conninfo::parse(conninfo).map_err(|detail| StoreError::Backend {
+        /// Where errors say the store is, until the connection string is read.
+        const UNREAD: &str = "postgres:(the connection string)";
+        let backend = |location: String, detail: String| StoreError::Backend {
             store: STORE,
-            location: "postgres:(the connection string)".to_owned(),
+            location,
             source: detail.into(),
-        })?;
-        let location = format!("postgres:{}", info.redacted);
+        };
+        let info =
+            conninfo::parse(conninfo).map_err(|detail| backend(UNREAD.to_owned(), detail))?;
         let mut config: ::postgres::Config = info
             .config_text
             .parse()
-            .map_err(|e| failure(&location, "read the connection string", &e))?;
+            .map_err(|e| failure(UNREAD, "read the connection string", &e))?;
         libpq::apply_environment(&mut config, &|name| std::env::var(name).ok()).map_err(
-            |detail| StoreError::Backend {
-                store: STORE,
-                location: location.clone(),
-                source: detail.into(),
+            |detail| {
+                backend(
+                    format!("postgres:{}", conninfo::shown(&config, &info)),
+                    detail,
+                )
             },
         )?;
+        let shown = conninfo::shown(&config, &info);
+        let location = format!("postgres:{shown}");
         config.ssl_mode(match info.tls {
             Tls::Off => SslMode::Disable,
             Tls::Prefer => SslMode::Prefer,
@@ -177,7 +185,7 @@ impl PostgresStore {
         let store = PostgresStore {
             config,
             tls,
-            conninfo: info.redacted,
+            conninfo: shown,
             location,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             main: Mutex::new(None),
@@ -198,32 +206,16 @@ impl PostgresStore {
         self
     }
 
-    /// The lock timeout in force.
-    pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
-    }
+    store_accessors!(lock_timeout);
+    store_accessors!(encryption);
 
-    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
-    /// are still read, and are sealed at their next save.
-    #[cfg(feature = "encryption")]
-    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
-        self.codec = RecordCodec::encrypted(encryption);
-        self
-    }
-
-    /// Whether this store encrypts the records it saves.
-    pub fn is_encrypted(&self) -> bool {
-        self.codec.is_encrypting()
-    }
-
-    /// The connection string, every password replaced by `[redacted]`.
+    /// Where the store connects, as `key=value` pairs that hold no secret: the hosts, host
+    /// addresses, ports, user and database (the connection string's, or from the `PG*`
+    /// variables), `password=[redacted]` when there is a password, and `sslmode` and
+    /// `sslrootcert` as given. Read from the parsed settings, not from the text given to
+    /// [`connect`](Self::connect), which it does not repeat (a URL is shown as pairs too).
     pub fn conninfo(&self) -> &str {
         &self.conninfo
-    }
-
-    /// Where the record under `key` is, for errors.
-    fn record_location(&self, key: &StoreKey) -> String {
-        format!("{} key {key}", self.location)
     }
 
     /// A new connection. It carries no session state: every setting the store needs is set
@@ -320,7 +312,12 @@ impl PostgresStore {
         match raw {
             Some(text) if !text.is_empty() => self
                 .codec
-                .decode(text.as_bytes(), key, STORE, &self.record_location(key))
+                .decode(
+                    text.as_bytes(),
+                    key,
+                    STORE,
+                    &record_location(&self.location, key),
+                )
                 .map(Some),
             _ => Ok(None),
         }
@@ -403,48 +400,51 @@ impl TokenStore for PostgresStore {
             .main
             .try_lock_for(self.lock_timeout)
             .ok_or_else(|| self.lock_timeout_error())?;
-        let mut guard = PostgresLock {
+        let lock = PostgresLock {
             store: self,
             slot,
             key: key.clone(),
-            in_transaction: false,
         };
-        guard.begin()?;
-        Ok(Box::new(guard))
+        Ok(Box::new(TransactionGuard::begin_with(
+            lock,
+            PostgresLock::begin,
+        )?))
     }
 }
 
 /// The store's main connection, inside the transaction that holds the row lock until the
-/// record is saved.
+/// record is saved (held by a [`TransactionGuard`]).
 struct PostgresLock<'a> {
     store: &'a PostgresStore,
     slot: MutexGuard<'a, Option<Client>>,
     key: StoreKey,
-    in_transaction: bool,
 }
 
 impl PostgresLock<'_> {
-    /// Takes the row lock (again, after a save).
-    fn begin(&mut self) -> Result<(), StoreError> {
-        let (store, key) = (self.store, &self.key);
-        let result = store.with_client(&mut self.slot, |client| store.begin_on(client, key));
-        self.in_transaction = true;
-        if result.is_err() {
-            self.rollback();
-        }
-        result
-    }
-
     /// The connection that holds the lock; an error when it broke (and so lost the lock).
     fn holder(&mut self) -> Result<&mut Client, StoreError> {
         match self.slot.as_mut() {
             Some(client) if !client.is_closed() => Ok(client),
             _ => Err(StoreError::Backend {
                 store: STORE,
-                location: self.store.record_location(&self.key),
-                source: "the connection holding the lock was lost; nothing was saved".into(),
+                location: record_location(&self.store.location, &self.key),
+                source: "the connection holding the lock was lost".into(),
             }),
         }
+    }
+}
+
+impl Transaction for PostgresLock<'_> {
+    /// Takes the row lock: the row inserted if missing, then locked.
+    fn begin(&mut self) -> Result<(), StoreError> {
+        let (store, key) = (self.store, &self.key);
+        store.with_client(&mut self.slot, |client| store.begin_on(client, key))
+    }
+
+    fn select(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        let (store, key) = (self.store, self.key.clone());
+        let raw = store.select(self.holder()?, &key, SELECT)?;
+        store.decode(&key, raw)
     }
 
     /// Checks that the row can be replaced, writes it and commits.
@@ -455,9 +455,10 @@ impl PostgresLock<'_> {
         // Never replace a record that this build cannot read.
         let current = store.select(client, &key, SELECT)?;
         store.decode(&key, current)?;
-        let encoded = store
-            .codec
-            .encode(&key, record, STORE, &store.record_location(&key))?;
+        let encoded =
+            store
+                .codec
+                .encode(&key, record, STORE, &record_location(&store.location, &key))?;
         client
             .execute_typed(
                 UPSERT,
@@ -469,13 +470,8 @@ impl PostgresLock<'_> {
             .map_err(|e| failure(&store.location, "commit the record", &e))
     }
 
-    /// Ends the transaction, if one is open; when that fails, closes the connection, which
-    /// ends it too.
+    /// Ends the transaction; when that fails, closes the connection, which ends it too.
     fn rollback(&mut self) {
-        if !self.in_transaction {
-            return;
-        }
-        self.in_transaction = false;
         let failed = match self.slot.as_mut() {
             Some(client) if !client.is_closed() => client.batch_execute("ROLLBACK").err(),
             _ => None,
@@ -488,49 +484,6 @@ impl PostgresLock<'_> {
             );
             *self.slot = None;
         }
-    }
-}
-
-impl StoreLock for PostgresLock<'_> {
-    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
-        if !self.in_transaction {
-            // A load after a save: take the lock again, so that the next save replaces
-            // exactly what this load read (another process may write in between otherwise).
-            self.begin()?;
-        }
-        let (store, key) = (self.store, &self.key);
-        let client = match self.slot.as_mut() {
-            Some(client) if !client.is_closed() => client,
-            _ => {
-                return Err(StoreError::Backend {
-                    store: STORE,
-                    location: store.record_location(key),
-                    source: "the connection holding the lock was lost".into(),
-                })
-            }
-        };
-        let raw = store.select(client, key, SELECT)?;
-        store.decode(key, raw)
-    }
-
-    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
-        if !self.in_transaction {
-            // A save after a save: take the lock again for it.
-            self.begin()?;
-        }
-        let result = self.upsert_and_commit(record);
-        if result.is_ok() {
-            self.in_transaction = false;
-        } else {
-            self.rollback();
-        }
-        result
-    }
-}
-
-impl Drop for PostgresLock<'_> {
-    fn drop(&mut self) {
-        self.rollback();
     }
 }
 
@@ -597,7 +550,8 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
         .and_then(|row| row.try_get(0))
         .map_err(sql("look for the tables"))?;
     if exists
-        && check_schema_version(schema_version(&mut tx, location)?, location)? == SCHEMA_VERSION
+        && check_schema_version(schema_version(&mut tx, location)?, location)?
+            == u64::from(SCHEMA_VERSION)
     {
         return tx.commit().map_err(sql("end the schema check"));
     }
@@ -610,7 +564,7 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
         .map_err(sql("create the schema table"))?;
     // Another process may have migrated while this one waited for the lock.
     let found = check_schema_version(schema_version(&mut tx, location)?, location)?;
-    for from in found..SCHEMA_VERSION {
+    for from in found..u64::from(SCHEMA_VERSION) {
         migrate_from(&mut tx, from, location)?;
     }
     tx.batch_execute(&format!(
@@ -647,7 +601,7 @@ fn transaction_settings(statement_timeout: Duration) -> String {
 /// One migration step, from schema version `from` to `from + 1`.
 fn migrate_from(
     tx: &mut ::postgres::Transaction<'_>,
-    from: i32,
+    from: u64,
     location: &str,
 ) -> Result<(), StoreError> {
     let sql = match from {
@@ -666,12 +620,12 @@ fn migrate_from(
 }
 
 /// Passes a schema version this build can read or migrate.
-fn check_schema_version(found: i32, location: &str) -> Result<i32, StoreError> {
-    schema::check_version(STORE, found, SCHEMA_VERSION, location)
+fn check_schema_version(found: i32, location: &str) -> Result<u64, StoreError> {
+    schema::check_version(STORE, found, 0..=u64::from(SCHEMA_VERSION), location)
 }
 
-fn unsupported(found: i32, location: &str) -> StoreError {
-    schema::unsupported(STORE, found, SCHEMA_VERSION, location)
+fn unsupported(found: u64, location: &str) -> StoreError {
+    schema::unsupported(STORE, found, u64::from(SCHEMA_VERSION), location)
 }
 
 /// A duration in whole milliseconds, at most [`MAX_TIMEOUT`].

@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::schema::check_json_version;
 use super::{Cooldown, StoredRecord};
 use crate::error::StoreError;
 use crate::token::{AccessToken, RefreshToken, TokenPair};
@@ -84,13 +85,18 @@ struct RecordIn {
     make_in_flight_until: Option<i64>,
 }
 
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
-}
-
-/// Serializes `record` as JSON. The text holds secrets and is zeroized when dropped.
-pub fn encode_record(record: &StoredRecord) -> Zeroizing<String> {
+/// Serializes `record` as JSON, for the `store` store at `location`. The text holds secrets
+/// and is zeroized when dropped.
+///
+/// # Errors
+/// [`StoreError::Backend`] if serde_json refuses the record (it never has: the record is
+/// strings and integers). It is an error, not an empty text, so that nothing is written in
+/// place of the pair.
+pub fn encode_record(
+    record: &StoredRecord,
+    store: &'static str,
+    location: &str,
+) -> Result<Zeroizing<String>, StoreError> {
     let out = RecordOut {
         version: RECORD_VERSION,
         pair: record.pair.as_ref().map(|p| PairOut {
@@ -109,8 +115,13 @@ pub fn encode_record(record: &StoredRecord) -> Zeroizing<String> {
         }),
         make_in_flight_until: record.make_in_flight_until,
     };
-    // Serializing plain strings and integers into a String cannot fail.
-    Zeroizing::new(serde_json::to_string(&out).unwrap_or_default())
+    serde_json::to_string(&out)
+        .map(Zeroizing::new)
+        .map_err(|e| StoreError::Backend {
+            store,
+            location: location.to_owned(),
+            source: format!("the record could not be encoded ({})", describe(&e)).into(),
+        })
 }
 
 /// Parses a record written by [`encode_record`].
@@ -128,16 +139,7 @@ pub fn decode_record(
         location: location.to_owned(),
         detail,
     };
-    let version: VersionOnly = serde_json::from_slice(bytes)
-        .map_err(|e| corrupt(format!("no readable schema version ({})", describe(&e))))?;
-    if version.version == 0 || version.version > RECORD_VERSION {
-        return Err(StoreError::UnsupportedVersion {
-            store,
-            location: location.to_owned(),
-            found: version.version,
-            supported: RECORD_VERSION,
-        });
-    }
+    check_json_version(bytes, store, "schema", RECORD_VERSION, location)?;
     let record: RecordIn = serde_json::from_slice(bytes).map_err(|e| corrupt(describe(&e)))?;
     let (pair, issued_at) = match record.pair {
         None => (None, None),
@@ -206,10 +208,10 @@ mod tests {
     #[test]
     fn round_trips() {
         let r = sample();
-        let text = encode_record(&r);
+        let text = encode_record(&r, "test", "here").unwrap();
         assert_eq!(decode_record(text.as_bytes(), "t", "here").ok(), Some(r));
         let empty = StoredRecord::default();
-        let text = encode_record(&empty);
+        let text = encode_record(&empty, "test", "here").unwrap();
         assert_eq!(
             decode_record(text.as_bytes(), "t", "here").ok(),
             Some(empty)
@@ -218,7 +220,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_typed_and_never_quoted() {
-        let good = encode_record(&sample());
+        let good = encode_record(&sample(), "test", "here").unwrap();
         let cases: Vec<Vec<u8>> = vec![
             Vec::new(),
             b"{".to_vec(),

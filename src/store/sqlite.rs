@@ -14,14 +14,15 @@ use super::fs::{
     check_private, create_parent_dirs, io_error, make_private_if_exists, open_or_create_private,
 };
 use super::schema;
+use super::transaction::{Transaction, TransactionGuard};
 use super::wait::{Backoff, DEFAULT_LOCK_TIMEOUT};
-use super::{RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
+use super::{record_location, RecordCodec, StoreKey, StoreLock, StoredRecord, TokenStore};
 use crate::error::StoreError;
 
 const STORE: &str = "sqlite";
 
 /// The schema version this build creates and the newest it reads (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: u32 = 1;
 
 /// The longest busy timeout SQLite accepts (`i32::MAX` milliseconds, about 24 days).
 const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
@@ -109,18 +110,7 @@ impl SqliteStore {
         })
     }
 
-    /// Encrypts every record this store saves (feature `encryption`); records saved in clear
-    /// are still read, and are sealed at their next save.
-    #[cfg(feature = "encryption")]
-    pub fn with_encryption(mut self, encryption: super::Encryption) -> Self {
-        self.codec = RecordCodec::encrypted(encryption);
-        self
-    }
-
-    /// Whether this store encrypts the records it saves.
-    pub fn is_encrypted(&self) -> bool {
-        self.codec.is_encrypting()
-    }
+    store_accessors!(encryption);
 
     /// Sets how long [`lock`](TokenStore::lock) waits for another holder before it fails with
     /// [`StoreError::LockTimeout`] (default 30 s; at most about 24 days), and how long a load
@@ -144,15 +134,7 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The lock timeout in force.
-    pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
-    }
-
-    /// Where the record under `key` is, for errors.
-    fn record_location(&self, key: &StoreKey) -> String {
-        format!("{} key {key}", self.location)
-    }
+    store_accessors!(lock_timeout);
 
     /// The record under `key`, read on `conn` (inside its transaction, if any).
     fn select(
@@ -171,13 +153,13 @@ impl SqliteStore {
             _ => {
                 return Err(StoreError::Corrupt {
                     store: STORE,
-                    location: self.record_location(key),
+                    location: record_location(&self.location, key),
                     detail: "the record is not text".to_owned(),
                 })
             }
         };
         self.codec
-            .decode(bytes, key, STORE, &self.record_location(key))
+            .decode(bytes, key, STORE, &record_location(&self.location, key))
             .map(Some)
     }
 
@@ -247,27 +229,37 @@ impl TokenStore for SqliteStore {
             conn.execute_batch("ROLLBACK")
                 .map_err(|e| sql_error(e, &self.location))?;
         }
-        self.begin_immediate(&conn, self.lock_timeout.saturating_sub(start.elapsed()))?;
-        Ok(Box::new(SqliteLock {
+        let remaining = self.lock_timeout.saturating_sub(start.elapsed());
+        let lock = SqliteLock {
             store: self,
             conn,
             key: key.clone(),
-            in_transaction: true,
-        }))
+        };
+        Ok(Box::new(TransactionGuard::begin_with(lock, |lock| {
+            self.begin_immediate(&lock.conn, remaining)
+        })?))
     }
 }
 
-/// The store's write connection, inside `BEGIN IMMEDIATE` until the record is saved.
+/// The store's write connection, inside `BEGIN IMMEDIATE` until the record is saved (held
+/// by a [`TransactionGuard`]).
 struct SqliteLock<'a> {
     store: &'a SqliteStore,
     conn: MutexGuard<'a, Connection>,
     key: StoreKey,
-    in_transaction: bool,
 }
 
-impl SqliteLock<'_> {
-    /// Writes the row and commits, in the transaction that is open.
-    fn upsert_and_commit(&self, record: &StoredRecord) -> Result<(), StoreError> {
+impl Transaction for SqliteLock<'_> {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.store
+            .begin_immediate(&self.conn, self.store.lock_timeout)
+    }
+
+    fn select(&mut self) -> Result<Option<StoredRecord>, StoreError> {
+        self.store.select(&self.conn, &self.key)
+    }
+
+    fn upsert_and_commit(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
         let sql = |e| sql_error(e, &self.store.location);
         // Never replace a record that this build cannot read.
         self.store.select(&self.conn, &self.key)?;
@@ -275,7 +267,7 @@ impl SqliteLock<'_> {
             &self.key,
             record,
             STORE,
-            &self.store.record_location(&self.key),
+            &record_location(&self.store.location, &self.key),
         )?;
         self.conn
             .prepare_cached(UPSERT)
@@ -285,47 +277,13 @@ impl SqliteLock<'_> {
     }
 
     fn rollback(&mut self) {
-        if self.in_transaction {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                log::warn!("{}: rollback failed: {e}", self.store.location);
-            }
-            self.in_transaction = false;
+        // No transaction is open when `BEGIN IMMEDIATE` itself failed.
+        if self.conn.is_autocommit() {
+            return;
         }
-    }
-}
-
-impl StoreLock for SqliteLock<'_> {
-    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
-        if !self.in_transaction {
-            // A load after a save: take the lock again, so that the next save replaces
-            // exactly what this load read (another process may write in between otherwise).
-            self.store
-                .begin_immediate(&self.conn, self.store.lock_timeout)?;
-            self.in_transaction = true;
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            log::warn!("{}: rollback failed: {e}", self.store.location);
         }
-        self.store.select(&self.conn, &self.key)
-    }
-
-    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
-        if !self.in_transaction {
-            // A save after a save: take the lock again for it.
-            self.store
-                .begin_immediate(&self.conn, self.store.lock_timeout)?;
-            self.in_transaction = true;
-        }
-        let result = self.upsert_and_commit(record);
-        if result.is_ok() {
-            self.in_transaction = false;
-        } else {
-            self.rollback();
-        }
-        result
-    }
-}
-
-impl Drop for SqliteLock<'_> {
-    fn drop(&mut self) {
-        self.rollback();
     }
 }
 
@@ -361,7 +319,7 @@ fn user_version(conn: &Connection, location: &str) -> Result<i64, StoreError> {
 
 /// Brings the schema to [`SCHEMA_VERSION`], one step at a time, in one write transaction.
 fn migrate(conn: &Connection, location: &str) -> Result<(), StoreError> {
-    if check_schema_version(user_version(conn, location)?, location)? == SCHEMA_VERSION {
+    if check_schema_version(user_version(conn, location)?, location)? == u64::from(SCHEMA_VERSION) {
         return Ok(());
     }
     conn.execute_batch("BEGIN IMMEDIATE")
@@ -369,7 +327,7 @@ fn migrate(conn: &Connection, location: &str) -> Result<(), StoreError> {
     let result = (|| {
         // Another process may have migrated while this one waited for the lock.
         let found = check_schema_version(user_version(conn, location)?, location)?;
-        for from in found..SCHEMA_VERSION {
+        for from in found..u64::from(SCHEMA_VERSION) {
             migrate_from(conn, from, location)?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -383,7 +341,7 @@ fn migrate(conn: &Connection, location: &str) -> Result<(), StoreError> {
 }
 
 /// One migration step, from schema version `from` to `from + 1`.
-fn migrate_from(conn: &Connection, from: i64, location: &str) -> Result<(), StoreError> {
+fn migrate_from(conn: &Connection, from: u64, location: &str) -> Result<(), StoreError> {
     let sql = match from {
         0 => {
             "CREATE TABLE IF NOT EXISTS chatapp_tokens (
@@ -399,12 +357,12 @@ fn migrate_from(conn: &Connection, from: i64, location: &str) -> Result<(), Stor
 }
 
 /// Passes a schema version this build can read or migrate.
-fn check_schema_version(found: i64, location: &str) -> Result<i64, StoreError> {
-    schema::check_version(STORE, found, SCHEMA_VERSION, location)
+fn check_schema_version(found: i64, location: &str) -> Result<u64, StoreError> {
+    schema::check_version(STORE, found, 0..=u64::from(SCHEMA_VERSION), location)
 }
 
-fn unsupported(found: i64, location: &str) -> StoreError {
-    schema::unsupported(STORE, found, SCHEMA_VERSION, location)
+fn unsupported(found: u64, location: &str) -> StoreError {
+    schema::unsupported(STORE, found, u64::from(SCHEMA_VERSION), location)
 }
 
 /// A SQLite failure as a [`StoreError`]: a file that is no database, or a damaged one, is

@@ -5,41 +5,65 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-/// Which requests a [`Fault`] applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// tokens.make: `POST /v1/tokens`.
-    Make,
-    /// tokens.refresh: `POST /v1/tokens/refresh`.
-    Refresh,
-    /// tokens.check: `GET /v1/tokens/check`.
-    Check,
-    /// Any other request (every ordinary endpoint, and any unknown path).
-    Request,
-}
+use crate::error::Endpoint;
 
-impl Route {
-    /// The route of a request, from its method and path (without the query).
-    pub(crate) fn of(method: &str, path: &str) -> Route {
+/// The fake server tells requests apart by [`Endpoint`] (exported here as
+/// [`Route`](super::Route) too): a [`Fault`] applies to one of them.
+impl Endpoint {
+    /// The endpoint of a request, from its method and path (without the query)., from its method and path (without the query).
+    pub(crate) fn of(method: &str, path: &str) -> Endpoint {
         match (method, path) {
-            ("POST", "/v1/tokens") => Route::Make,
-            ("POST", "/v1/tokens/refresh") => Route::Refresh,
-            ("GET", "/v1/tokens/check") => Route::Check,
-            _ => Route::Request,
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Route::Make => 0,
-            Route::Refresh => 1,
-            Route::Check => 2,
-            Route::Request => 3,
+            ("POST", "/v1/tokens") => Endpoint::Make,
+            ("POST", "/v1/tokens/refresh") => Endpoint::Refresh,
+            ("GET", "/v1/tokens/check") => Endpoint::Check,
+            _ => Endpoint::Request,
         }
     }
 }
 
-/// What the server does instead of its usual reply, once, to the next request on a [`Route`]
+/// One `T` per [`Endpoint`]: a lookup that cannot miss.
+#[derive(Debug, Default)]
+pub(crate) struct PerEndpoint<T> {
+    make: T,
+    refresh: T,
+    check: T,
+    request: T,
+}
+
+impl<T> PerEndpoint<T> {
+    /// The `T` of `endpoint`.
+    pub(crate) fn get(&self, endpoint: Endpoint) -> &T {
+        match endpoint {
+            Endpoint::Make => &self.make,
+            Endpoint::Refresh => &self.refresh,
+            Endpoint::Check => &self.check,
+            Endpoint::Request => &self.request,
+        }
+    }
+
+    /// The `T` of `endpoint`, to change.
+    pub(crate) fn get_mut(&mut self, endpoint: Endpoint) -> &mut T {
+        match endpoint {
+            Endpoint::Make => &mut self.make,
+            Endpoint::Refresh => &mut self.refresh,
+            Endpoint::Check => &mut self.check,
+            Endpoint::Request => &mut self.request,
+        }
+    }
+
+    /// Every `T`, to change.
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        [
+            &mut self.make,
+            &mut self.refresh,
+            &mut self.check,
+            &mut self.request,
+        ]
+        .into_iter()
+    }
+}
+
+/// What the server does instead of its usual reply, once, to the next request on an [`Endpoint`]
 /// (see [`FakeChatApp::inject`](super::FakeChatApp::inject)).
 ///
 /// Unless said otherwise a fault replaces the work too: nothing is issued, rotated or
@@ -60,15 +84,15 @@ pub enum Fault {
     ServerError(u16),
     /// A 200 reply whose body is broken JSON: `{"success": tru`.
     MalformedJson,
-    /// On [`Route::Make`] and [`Route::Refresh`]: the work is done (a pair is issued, a refresh
+    /// On [`Endpoint::Make`] and [`Endpoint::Refresh`]: the work is done (a pair is issued, a refresh
     /// rotates) and a success reply is sent whose `data` lacks this field (or, when `data` has
     /// no such field, whose envelope lacks it: `"data"` or `"success"`). When the work itself
-    /// is refused, the ordinary refusal is sent. On [`Route::Check`] and [`Route::Request`]:
+    /// is refused, the ordinary refusal is sent. On [`Endpoint::Check`] and [`Endpoint::Request`]:
     /// a 200 reply `{"data":{}}`, with no `success` field, and no work done.
     MissingField(String),
-    /// On [`Route::Make`] and [`Route::Refresh`]: the work is done and the success reply has
+    /// On [`Endpoint::Make`] and [`Endpoint::Refresh`]: the work is done and the success reply has
     /// both end times and `cabinetUserId` as strings (refusals are sent as usual). On
-    /// [`Route::Check`] and [`Route::Request`]: a 200 reply `{"success":"true","data":{}}`.
+    /// [`Endpoint::Check`] and [`Endpoint::Request`]: a 200 reply `{"success":"true","data":{}}`.
     WrongTypes,
     /// The connection is closed without any reply, and nothing is done server-side.
     DropConnection,
@@ -107,28 +131,23 @@ impl Fault {
 /// One queue of pending faults per route.
 #[derive(Debug, Default)]
 pub(crate) struct FaultQueue {
-    queues: Mutex<[VecDeque<Fault>; 4]>,
+    queues: Mutex<PerEndpoint<VecDeque<Fault>>>,
 }
 
 impl FaultQueue {
     /// Queues `fault` for the next request on `route` not already given one.
-    pub(crate) fn push(&self, route: Route, fault: Fault) {
-        if let Some(queue) = self.queues.lock().get_mut(route.index()) {
-            queue.push_back(fault);
-        }
+    pub(crate) fn push(&self, route: Endpoint, fault: Fault) {
+        self.queues.lock().get_mut(route).push_back(fault);
     }
 
     /// The fault for a request on `route` that just arrived, if any.
-    pub(crate) fn pop(&self, route: Route) -> Option<Fault> {
-        self.queues.lock().get_mut(route.index())?.pop_front()
+    pub(crate) fn pop(&self, route: Endpoint) -> Option<Fault> {
+        self.queues.lock().get_mut(route).pop_front()
     }
 
     /// How many faults wait for `route`.
-    pub(crate) fn pending(&self, route: Route) -> usize {
-        self.queues
-            .lock()
-            .get(route.index())
-            .map_or(0, VecDeque::len)
+    pub(crate) fn pending(&self, route: Endpoint) -> usize {
+        self.queues.lock().get(route).len()
     }
 
     /// Forgets every pending fault.
@@ -145,26 +164,29 @@ mod tests {
 
     #[test]
     fn routes_are_told_apart_by_method_and_path() {
-        assert_eq!(Route::of("POST", "/v1/tokens"), Route::Make);
-        assert_eq!(Route::of("POST", "/v1/tokens/refresh"), Route::Refresh);
-        assert_eq!(Route::of("GET", "/v1/tokens/check"), Route::Check);
-        assert_eq!(Route::of("GET", "/v1/tokens"), Route::Request);
-        assert_eq!(Route::of("POST", "/v1/tokens/check"), Route::Request);
-        assert_eq!(Route::of("GET", "/v1/licenses"), Route::Request);
+        assert_eq!(Endpoint::of("POST", "/v1/tokens"), Endpoint::Make);
+        assert_eq!(
+            Endpoint::of("POST", "/v1/tokens/refresh"),
+            Endpoint::Refresh
+        );
+        assert_eq!(Endpoint::of("GET", "/v1/tokens/check"), Endpoint::Check);
+        assert_eq!(Endpoint::of("GET", "/v1/tokens"), Endpoint::Request);
+        assert_eq!(Endpoint::of("POST", "/v1/tokens/check"), Endpoint::Request);
+        assert_eq!(Endpoint::of("GET", "/v1/licenses"), Endpoint::Request);
     }
 
     #[test]
     fn faults_queue_per_route_in_order() {
         let q = FaultQueue::default();
-        q.push(Route::Refresh, Fault::DropConnection);
-        q.push(Route::Refresh, Fault::RateLimited);
-        q.push(Route::Make, Fault::MalformedJson);
-        assert_eq!(q.pending(Route::Refresh), 2);
-        assert_eq!(q.pop(Route::Check), None);
-        assert_eq!(q.pop(Route::Refresh), Some(Fault::DropConnection));
-        assert_eq!(q.pop(Route::Refresh), Some(Fault::RateLimited));
-        assert_eq!(q.pop(Route::Refresh), None);
+        q.push(Endpoint::Refresh, Fault::DropConnection);
+        q.push(Endpoint::Refresh, Fault::RateLimited);
+        q.push(Endpoint::Make, Fault::MalformedJson);
+        assert_eq!(q.pending(Endpoint::Refresh), 2);
+        assert_eq!(q.pop(Endpoint::Check), None);
+        assert_eq!(q.pop(Endpoint::Refresh), Some(Fault::DropConnection));
+        assert_eq!(q.pop(Endpoint::Refresh), Some(Fault::RateLimited));
+        assert_eq!(q.pop(Endpoint::Refresh), None);
         q.clear();
-        assert_eq!(q.pop(Route::Make), None);
+        assert_eq!(q.pop(Endpoint::Make), None);
     }
 }

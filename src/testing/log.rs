@@ -4,7 +4,8 @@
 //! make the server issued must be in the client's ledger; a refresh token the server refused
 //! was killed by something the test can name (a rotation whose reply was lost, a revocation).
 
-use super::fault::{Fault, Route};
+use super::fault::Fault;
+use crate::error::Endpoint;
 
 /// One tokens.make or tokens.refresh request, as the fake server handled it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,8 +13,8 @@ use super::fault::{Fault, Route};
 pub struct TokenEvent {
     /// When it was handled, on the server's clock (for a [`Fault::Delay`], after the wait).
     pub at: i64,
-    /// [`Route::Make`] or [`Route::Refresh`].
-    pub route: Route,
+    /// [`Endpoint::Make`] or [`Endpoint::Refresh`].
+    pub route: Endpoint,
     /// What the server did.
     pub outcome: TokenOutcome,
     /// The fault injected into this request, if any: with [`TokenOutcome::NotServed`] it

@@ -49,10 +49,13 @@ mod server;
 mod state;
 mod tokens;
 
-pub use self::fault::{Fault, Route};
+pub use self::fault::Fault;
 pub use self::log::{RefusedBecause, TokenEvent, TokenOutcome};
 pub use self::state::{Counters, Rotation, UploadedFile};
 pub use crate::clock::ManualClock;
+/// Which requests a [`Fault`] applies to: the crate's [`Endpoint`](crate::Endpoint) under the
+/// name this module has always used (one type, two paths).
+pub use crate::error::Endpoint as Route;
 /// The record codec every durable store uses (its JSON text, zeroized on drop), for tests
 /// that look at what a store wrote. Not needed to use a store.
 pub use crate::store::record::{decode_record, encode_record};
@@ -64,7 +67,7 @@ use std::sync::Arc;
 use self::server::{Server, Shared};
 use self::state::{Account, Limits, State, DAY};
 use crate::clock::{Clock, SystemClock};
-use crate::token::{AccessToken, Credentials, RefreshToken, TokenPair};
+use crate::token::{Credentials, TokenPair};
 
 /// The default account's email.
 pub const DEFAULT_EMAIL: &str = "demo@example.com";
@@ -201,14 +204,7 @@ impl FakeChatApp {
     /// quota). For seeding a store with a pair the server knows.
     pub fn issue_pair(&self) -> TokenPair {
         let now = self.now();
-        let issued = self.shared.state.lock().issue(0, now);
-        TokenPair {
-            access: AccessToken::new(issued.access),
-            access_expires_at: issued.access_end,
-            refresh: RefreshToken::new(issued.refresh),
-            refresh_expires_at: issued.refresh_end,
-            cabinet_user_id: issued.cabinet_user_id,
-        }
+        self.shared.state.lock().issue(FIRST_CABINET_USER_ID, now)
     }
 
     /// The file sent as message `id` with `POST .../chats/{chatId}/messages/file` (a
@@ -352,16 +348,12 @@ impl FakeChatAppBuilder {
             make_limit: self.make_limit.unwrap_or(defaults.make_limit),
             make_revokes_older: self.make_revokes_older,
         };
-        let mut given = self.accounts;
-        if given.is_empty() {
-            given.push(Credentials::new(
-                DEFAULT_EMAIL,
-                DEFAULT_PASSWORD,
-                DEFAULT_APP_ID,
-            ));
-        }
-        let accounts: Vec<Account> = given
-            .into_iter()
+        let mut given = self.accounts.into_iter();
+        let first = given
+            .next()
+            .unwrap_or_else(|| Credentials::new(DEFAULT_EMAIL, DEFAULT_PASSWORD, DEFAULT_APP_ID));
+        let accounts: Vec<Account> = std::iter::once(first.clone())
+            .chain(given)
             .zip(FIRST_CABINET_USER_ID..)
             .map(|(given, cabinet_user_id)| Account {
                 email: given.email().to_owned(),
@@ -370,10 +362,6 @@ impl FakeChatAppBuilder {
                 cabinet_user_id,
             })
             .collect();
-        let first = accounts
-            .first()
-            .map(|a| Credentials::new(&a.email, &a.password, &a.app_id))
-            .unwrap_or_else(|| Credentials::new(DEFAULT_EMAIL, DEFAULT_PASSWORD, DEFAULT_APP_ID));
         let clock = self
             .clock
             .unwrap_or_else(|| ManualClock::new(SystemClock.now()));

@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::fault::{Fault, Route};
+use super::fault::Fault;
 use super::http::{reason, Request, Response};
 use super::log::{RefusedBecause, TokenOutcome};
 use super::multipart;
 use super::server::Shared;
-use super::state::{Issued, MakeRefusal, UploadedFile};
+use super::state::{MakeRefusal, UploadedFile};
 use crate::clock::Clock;
+use crate::error::Endpoint;
+use crate::token::TokenPair;
 
 /// What the connection does with a request.
 #[derive(Debug)]
@@ -39,7 +41,7 @@ enum Shape<'a> {
 
 /// Answers one request, applying the next fault queued for its route.
 pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
-    let route = Route::of(&request.method, &request.path);
+    let route = Endpoint::of(&request.method, &request.path);
     let Some(fault) = shared.faults.pop(route) else {
         return Reply::Send(serve(shared, route, request, &Shape::Normal, None));
     };
@@ -50,10 +52,10 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
             fault,
             Fault::Delay(_) | Fault::LostReply | Fault::MissingField(_) | Fault::WrongTypes
         );
-        if matches!(route, Route::Make | Route::Refresh) && !does_the_work {
+        if matches!(route, Endpoint::Make | Endpoint::Refresh) && !does_the_work {
             let now = shared.clock.now();
             let pair = match route {
-                Route::Refresh => {
+                Endpoint::Refresh => {
                     state.pair_of_refresh(request.header("refresh").unwrap_or_default())
                 }
                 _ => None,
@@ -99,24 +101,26 @@ pub(crate) fn handle(shared: &Shared, request: &Request) -> Reply {
             body: br#"{"success": tru"#.to_vec(),
         }),
         Fault::MissingField(ref field) => match route {
-            Route::Make | Route::Refresh => Reply::Send(serve(
+            Endpoint::Make | Endpoint::Refresh => Reply::Send(serve(
                 shared,
                 route,
                 request,
                 &Shape::Missing(field),
                 Some(&fault),
             )),
-            Route::Check | Route::Request => Reply::Send(Response::json(200, &json!({"data": {}}))),
+            Endpoint::Check | Endpoint::Request => {
+                Reply::Send(Response::json(200, &json!({"data": {}})))
+            }
         },
         Fault::WrongTypes => match route {
-            Route::Make | Route::Refresh => Reply::Send(serve(
+            Endpoint::Make | Endpoint::Refresh => Reply::Send(serve(
                 shared,
                 route,
                 request,
                 &Shape::WrongTypes,
                 Some(&fault),
             )),
-            Route::Check | Route::Request => Reply::Send(Response::json_text(
+            Endpoint::Check | Endpoint::Request => Reply::Send(Response::json_text(
                 200,
                 r#"{"success":"true","data":{}}"#.to_owned(),
             )),
@@ -197,13 +201,16 @@ fn bad_request(message: &str) -> Response {
 }
 
 /// The tokens.make / tokens.refresh success reply, spoilt as `shape` says.
-fn pair_reply(issued: &Issued, shape: &Shape<'_>) -> Response {
+fn pair_reply(issued: &TokenPair, shape: &Shape<'_>) -> Response {
     let mut data = Map::new();
     data.insert("cabinetUserId".into(), json!(issued.cabinet_user_id));
-    data.insert("accessToken".into(), json!(issued.access));
-    data.insert("accessTokenEndTime".into(), json!(issued.access_end));
-    data.insert("refreshToken".into(), json!(issued.refresh));
-    data.insert("refreshTokenEndTime".into(), json!(issued.refresh_end));
+    data.insert("accessToken".into(), json!(issued.access.expose_secret()));
+    data.insert("accessTokenEndTime".into(), json!(issued.access_expires_at));
+    data.insert("refreshToken".into(), json!(issued.refresh.expose_secret()));
+    data.insert(
+        "refreshTokenEndTime".into(),
+        json!(issued.refresh_expires_at),
+    );
     // An extra field clients must ignore.
     data.insert("tokenType".into(), json!("raw"));
     if let Shape::WrongTypes = shape {
@@ -232,10 +239,10 @@ fn pair_reply(issued: &Issued, shape: &Shape<'_>) -> Response {
 
 /// A pair as the server puts it on the wire: end times, or lifetimes when the server is told
 /// to be broken that way.
-fn as_sent(shared: &Shared, mut issued: Issued, now: i64) -> Issued {
+fn as_sent(shared: &Shared, mut issued: TokenPair, now: i64) -> TokenPair {
     if shared.end_times_as_lifetimes {
-        issued.access_end = issued.access_end.saturating_sub(now);
-        issued.refresh_end = issued.refresh_end.saturating_sub(now);
+        issued.access_expires_at = issued.access_expires_at.saturating_sub(now);
+        issued.refresh_expires_at = issued.refresh_expires_at.saturating_sub(now);
     }
     issued
 }
@@ -244,14 +251,14 @@ fn as_sent(shared: &Shared, mut issued: Issued, now: i64) -> Issued {
 /// that let the work be done, for the token log.
 fn serve(
     shared: &Shared,
-    route: Route,
+    route: Endpoint,
     request: &Request,
     shape: &Shape<'_>,
     fault: Option<&Fault>,
 ) -> Response {
     let now = shared.clock.now();
     match route {
-        Route::Make => {
+        Endpoint::Make => {
             let body = serde_json::from_slice::<Value>(&request.body).ok();
             let Some(body) = body.as_ref().and_then(Value::as_object) else {
                 let mut state = shared.state.lock();
@@ -287,7 +294,7 @@ fn serve(
                 ),
             }
         }
-        Route::Refresh => {
+        Endpoint::Refresh => {
             let token = request.header("refresh").unwrap_or_default();
             let refreshed = {
                 let mut state = shared.state.lock();
@@ -305,7 +312,7 @@ fn serve(
                 Err(_) => invalid_token(401, request),
             }
         }
-        Route::Check => {
+        Endpoint::Check => {
             let token = request.header("authorization").unwrap_or_default();
             let checked = shared.state.lock().check(token, now);
             match checked {
@@ -313,12 +320,12 @@ fn serve(
                 Err(_) => invalid_token(shared.invalid_token_status, request),
             }
         }
-        Route::Request => serve_ordinary(shared, request, now),
+        Endpoint::Request => serve_ordinary(shared, request, now),
     }
 }
 
 /// The ordinary endpoints the fake knows.
-enum Endpoint {
+enum Operation {
     Licenses,
     SendText { chat: String },
     SendFile { chat: String },
@@ -329,7 +336,7 @@ enum Endpoint {
 }
 
 /// Which ordinary endpoint a request is for.
-fn endpoint(method: &str, path: &str) -> Option<Endpoint> {
+fn operation(method: &str, path: &str) -> Option<Operation> {
     let segments: Vec<String> = path
         .strip_prefix('/')?
         .split('/')
@@ -338,34 +345,34 @@ fn endpoint(method: &str, path: &str) -> Option<Endpoint> {
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     let callback = |license: &str, messenger: &str| (license.to_owned(), messenger.to_owned());
     Some(match (method, s.as_slice()) {
-        ("GET", ["v1", "licenses"]) => Endpoint::Licenses,
+        ("GET", ["v1", "licenses"]) => Operation::Licenses,
         ("POST", ["v1", "licenses", _, "messengers", _, "chats", chat, "messages", "text"])
             if !chat.is_empty() =>
         {
-            Endpoint::SendText {
+            Operation::SendText {
                 chat: (*chat).to_owned(),
             }
         }
         ("POST", ["v1", "licenses", _, "messengers", _, "chats", chat, "messages", "file"])
             if !chat.is_empty() =>
         {
-            Endpoint::SendFile {
+            Operation::SendFile {
                 chat: (*chat).to_owned(),
             }
         }
         ("GET", ["v1", "licenses", _, "messengers", _, "chats", _, "messages", id, "file"]) => {
-            Endpoint::Download {
+            Operation::Download {
                 message: (*id).to_owned(),
             }
         }
-        ("GET", ["v1", "callbackUrls"]) => Endpoint::Callbacks,
+        ("GET", ["v1", "callbackUrls"]) => Operation::Callbacks,
         ("PUT", ["v1", "licenses", l, "messengers", m, "callbackUrl"]) => {
             let (license, messenger) = callback(l, m);
-            Endpoint::SetCallback { license, messenger }
+            Operation::SetCallback { license, messenger }
         }
         ("DELETE", ["v1", "licenses", l, "messengers", m, "callbackUrl"]) => {
             let (license, messenger) = callback(l, m);
-            Endpoint::DeleteCallback { license, messenger }
+            Operation::DeleteCallback { license, messenger }
         }
         _ => return None,
     })
@@ -434,7 +441,7 @@ fn body_string(request: &Request, name: &str) -> Option<String> {
 }
 
 fn serve_ordinary(shared: &Shared, request: &Request, now: i64) -> Response {
-    let endpoint = endpoint(&request.method, &request.path);
+    let endpoint = operation(&request.method, &request.path);
     let mut state = shared.state.lock();
     state.counters.requests += 1;
     let Some(endpoint) = endpoint else {
@@ -445,14 +452,14 @@ fn serve_ordinary(shared: &Shared, request: &Request, now: i64) -> Response {
         return invalid_token(shared.invalid_token_status, request);
     }
     match endpoint {
-        Endpoint::Licenses => success(licenses()),
-        Endpoint::SendText { chat } => {
+        Operation::Licenses => success(licenses()),
+        Operation::SendText { chat } => {
             if body_string(request, "text").is_none() {
                 return bad_request("The text field is required");
             }
             success(json!({"id": state.message_id(), "chatId": chat_id(&chat)}))
         }
-        Endpoint::SendFile { chat } => {
+        Operation::SendFile { chat } => {
             let content_type = request.header("content-type").unwrap_or_default();
             let Some(parts) = multipart::parse(content_type, &request.body) else {
                 return bad_request("The body must be a multipart/form-data form");
@@ -477,7 +484,7 @@ fn serve_ordinary(shared: &Shared, request: &Request, now: i64) -> Response {
             state.keep_file(&id, uploaded);
             success(json!({"id": id, "chatId": chat_id(&chat)}))
         }
-        Endpoint::Download { message } => match state.file(&message) {
+        Operation::Download { message } => match state.file(&message) {
             Some(file) => Response {
                 status: 200,
                 content_type: file
@@ -495,13 +502,13 @@ fn serve_ordinary(shared: &Shared, request: &Request, now: i64) -> Response {
             },
             None => not_found(),
         },
-        Endpoint::Callbacks => success(Value::Array(
+        Operation::Callbacks => success(Value::Array(
             state
                 .callbacks()
                 .map(|(l, m, u)| json!({"licenseId": license_id(l), "messengerType": m, "url": u}))
                 .collect(),
         )),
-        Endpoint::SetCallback { license, messenger } => {
+        Operation::SetCallback { license, messenger } => {
             let Some(url) = body_string(request, "url") else {
                 return bad_request("The url field is required");
             };
@@ -510,7 +517,7 @@ fn serve_ordinary(shared: &Shared, request: &Request, now: i64) -> Response {
                 json!({"licenseId": license_id(&license), "messengerType": messenger, "url": url}),
             )
         }
-        Endpoint::DeleteCallback { license, messenger } => {
+        Operation::DeleteCallback { license, messenger } => {
             state.remove_callback(&license, &messenger);
             success(json!({}))
         }
@@ -520,24 +527,25 @@ fn serve_ordinary(shared: &Shared, request: &Request, now: i64) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::{AccessToken, RefreshToken};
 
     #[test]
     fn paths_are_matched_and_decoded() {
         assert!(matches!(
-            endpoint("GET", "/v1/licenses"),
-            Some(Endpoint::Licenses)
+            operation("GET", "/v1/licenses"),
+            Some(Operation::Licenses)
         ));
-        assert!(endpoint("POST", "/v1/licenses").is_none());
-        assert!(endpoint("GET", "/v1/licenses/").is_none());
+        assert!(operation("POST", "/v1/licenses").is_none());
+        assert!(operation("GET", "/v1/licenses/").is_none());
         assert!(matches!(
-            endpoint("POST", "/v1/licenses/1/messengers/grWhatsApp/chats/7928%40c.us/messages/text"),
-            Some(Endpoint::SendText { chat }) if chat == "7928@c.us"
+            operation("POST", "/v1/licenses/1/messengers/grWhatsApp/chats/7928%40c.us/messages/text"),
+            Some(Operation::SendText { chat }) if chat == "7928@c.us"
         ));
         assert!(matches!(
-            endpoint("DELETE", "/v1/licenses/1/messengers/telegram/callbackUrl"),
-            Some(Endpoint::DeleteCallback { license, messenger }) if license == "1" && messenger == "telegram"
+            operation("DELETE", "/v1/licenses/1/messengers/telegram/callbackUrl"),
+            Some(Operation::DeleteCallback { license, messenger }) if license == "1" && messenger == "telegram"
         ));
-        assert!(endpoint("GET", "v1/licenses").is_none());
+        assert!(operation("GET", "v1/licenses").is_none());
         assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }
 
@@ -551,12 +559,12 @@ mod tests {
 
     #[test]
     fn spoilt_pair_replies() {
-        let issued = Issued {
+        let issued = TokenPair {
+            access: AccessToken::new("a"),
+            access_expires_at: 10,
+            refresh: RefreshToken::new("r"),
+            refresh_expires_at: 20,
             cabinet_user_id: 7,
-            access: "a".into(),
-            access_end: 10,
-            refresh: "r".into(),
-            refresh_end: 20,
         };
         let body = |shape| -> Value {
             serde_json::from_slice(&pair_reply(&issued, &shape).body).unwrap_or_default()

@@ -13,11 +13,12 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use serde_json::json;
 
-use super::fault::{FaultQueue, Route};
+use super::fault::{FaultQueue, PerEndpoint};
 use super::http::{self, ReadError, Response};
 use super::routes::{self, Reply};
 use super::state::State;
 use crate::clock::ManualClock;
+use crate::error::Endpoint;
 
 /// A connection idle this long between requests is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,8 +45,8 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     /// How many requests may be handled at once.
     threads: usize,
-    /// Requests being handled now, per route (indexed by `Route::index`).
-    handling: [AtomicUsize; 4],
+    /// Requests being handled now, per route.
+    handling: PerEndpoint<AtomicUsize>,
     /// How many more requests may be handled at once.
     permits: Mutex<usize>,
     permit_freed: Condvar,
@@ -99,10 +100,8 @@ impl Shared {
     }
 
     /// How many requests on `route` are being handled now.
-    pub(crate) fn in_progress_on(&self, route: Route) -> usize {
-        self.handling
-            .get(route.index())
-            .map_or(0, |n| n.load(Ordering::SeqCst))
+    pub(crate) fn in_progress_on(&self, route: Endpoint) -> usize {
+        self.handling.get(route).load(Ordering::SeqCst)
     }
 
     /// Waits for a free handling slot; `None` when the server stops first.
@@ -170,7 +169,10 @@ impl Drop for Server {
         // Wake the accept thread, blocked in accept(), with a connection of our own.
         let woken = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).is_ok();
         let connection_threads = if woken {
-            accept.join().unwrap_or_default()
+            accept.join().unwrap_or_else(|_| {
+                log::error!("fake ChatApp: the accept thread panicked");
+                Vec::new()
+            })
         } else {
             // It will end at the next connection; joining it now could hang.
             log::warn!("fake ChatApp: could not wake the accept thread; leaving it detached");
@@ -277,14 +279,10 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
         };
         let counter = shared
             .handling
-            .get(Route::of(&request.method, &request.path).index());
-        if let Some(n) = counter {
-            n.fetch_add(1, Ordering::SeqCst);
-        }
+            .get(Endpoint::of(&request.method, &request.path));
+        counter.fetch_add(1, Ordering::SeqCst);
         let reply = routes::handle(shared, &request);
-        if let Some(n) = counter {
-            n.fetch_sub(1, Ordering::SeqCst);
-        }
+        counter.fetch_sub(1, Ordering::SeqCst);
         drop(permit);
         let head_only = request.method == "HEAD";
         let keep_open = match reply {

@@ -9,9 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::fault::{Fault, Route};
+use super::fault::Fault;
 use super::log::{RefusedBecause, TokenEvent, TokenOutcome};
 use super::tokens::TokenGen;
+use crate::error::Endpoint;
+use crate::token::{AccessToken, RefreshToken, TokenPair};
 
 /// Seconds in a day: the rolling window of the tokens.make quota.
 pub(crate) const DAY: i64 = 86_400;
@@ -105,16 +107,6 @@ impl Default for Limits {
     }
 }
 
-/// A pair as handed out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Issued {
-    pub(crate) cabinet_user_id: i64,
-    pub(crate) access: String,
-    pub(crate) access_end: i64,
-    pub(crate) refresh: String,
-    pub(crate) refresh_end: i64,
-}
-
 /// Why tokens.make said no.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MakeRefusal {
@@ -131,7 +123,8 @@ pub(crate) struct InvalidToken;
 /// A pair the server issued, and what has become of it.
 #[derive(Debug)]
 struct Record {
-    account: usize,
+    /// The account's cabinet user (one per account: it names the account).
+    cabinet_user_id: i64,
     access_end: i64,
     refresh_end: i64,
     access_dead: bool,
@@ -180,28 +173,30 @@ impl State {
         }
     }
 
-    /// Issues a pair for `account` at `now`, counting nothing.
-    pub(crate) fn issue(&mut self, account: usize, now: i64) -> Issued {
-        let cabinet_user_id = self.accounts.get(account).map_or(0, |a| a.cabinet_user_id);
-        let issued = Issued {
+    /// Issues a pair for the account whose cabinet user is `cabinet_user_id` at `now`,
+    /// counting nothing.
+    pub(crate) fn issue(&mut self, cabinet_user_id: i64, now: i64) -> TokenPair {
+        let issued = TokenPair {
+            access: AccessToken::new(self.gen.token()),
+            access_expires_at: now.saturating_add(self.limits.access_lifetime),
+            refresh: RefreshToken::new(self.gen.token()),
+            refresh_expires_at: now.saturating_add(self.limits.refresh_lifetime),
             cabinet_user_id,
-            access: self.gen.token(),
-            access_end: now.saturating_add(self.limits.access_lifetime),
-            refresh: self.gen.token(),
-            refresh_end: now.saturating_add(self.limits.refresh_lifetime),
         };
         let index = self.records.len();
         self.records.push(Record {
-            account,
-            access_end: issued.access_end,
-            refresh_end: issued.refresh_end,
+            cabinet_user_id,
+            access_end: issued.access_expires_at,
+            refresh_end: issued.refresh_expires_at,
             access_dead: false,
             refresh_dead: false,
             rotated_by: None,
             revoked: false,
         });
-        self.by_access.insert(issued.access.clone(), index);
-        self.by_refresh.insert(issued.refresh.clone(), index);
+        self.by_access
+            .insert(issued.access.expose_secret().to_owned(), index);
+        self.by_refresh
+            .insert(issued.refresh.expose_secret().to_owned(), index);
         issued
     }
 
@@ -212,11 +207,12 @@ impl State {
         password: &str,
         app_id: &str,
         now: i64,
-    ) -> Result<Issued, MakeRefusal> {
-        let Some(account) = self
+    ) -> Result<TokenPair, MakeRefusal> {
+        let Some(cabinet_user_id) = self
             .accounts
             .iter()
-            .position(|a| a.email == email && a.password == password && a.app_id == app_id)
+            .find(|a| a.email == email && a.password == password && a.app_id == app_id)
+            .map(|a| a.cabinet_user_id)
         else {
             self.counters.makes_rejected += 1;
             return Err(MakeRefusal::WrongCredentials);
@@ -226,7 +222,11 @@ impl State {
             return Err(MakeRefusal::Quota);
         }
         if self.limits.make_revokes_older {
-            for record in self.records.iter_mut().filter(|r| r.account == account) {
+            for record in self
+                .records
+                .iter_mut()
+                .filter(|r| r.cabinet_user_id == cabinet_user_id)
+            {
                 record.access_dead = true;
                 record.refresh_dead = true;
                 record.revoked = true;
@@ -237,7 +237,7 @@ impl State {
             .or_default()
             .push(now);
         self.counters.makes += 1;
-        Ok(self.issue(account, now))
+        Ok(self.issue(cabinet_user_id, now))
     }
 
     /// Successful makes for this email+appId in the 24 h before `now` (forgetting older ones).
@@ -251,28 +251,25 @@ impl State {
     }
 
     /// tokens.refresh. Counts `refreshes` or `refreshes_rejected`.
-    pub(crate) fn refresh(&mut self, refresh: &str, now: i64) -> Result<Issued, InvalidToken> {
-        let live = self.by_refresh.get(refresh).copied().filter(|&i| {
-            self.records
-                .get(i)
-                .is_some_and(|r| !r.refresh_dead && now < r.refresh_end)
-        });
-        let Some(index) = live else {
+    pub(crate) fn refresh(&mut self, refresh: &str, now: i64) -> Result<TokenPair, InvalidToken> {
+        let live = self
+            .by_refresh
+            .get(refresh)
+            .and_then(|&i| self.records.get_mut(i))
+            .filter(|r| !r.refresh_dead && now < r.refresh_end);
+        let Some(record) = live else {
             self.counters.refreshes_rejected += 1;
             return Err(InvalidToken);
         };
-        let mut account = 0;
-        if let Some(record) = self.records.get_mut(index) {
-            account = record.account;
-            if self.limits.rotation == Rotation::Strict {
-                record.refresh_dead = true;
-                record.access_dead = true;
-                // The caller logs this refresh next, under the same lock (`log_token`).
-                record.rotated_by = Some(self.token_log.len());
-            }
+        if self.limits.rotation == Rotation::Strict {
+            record.refresh_dead = true;
+            record.access_dead = true;
+            // The caller logs this refresh next, under the same lock (`log_token`).
+            record.rotated_by = Some(self.token_log.len());
         }
+        let cabinet_user_id = record.cabinet_user_id;
         self.counters.refreshes += 1;
-        Ok(self.issue(account, now))
+        Ok(self.issue(cabinet_user_id, now))
     }
 
     /// Why [`refresh`](Self::refresh) refused `refresh` at `now` (asked right after it, under
@@ -297,7 +294,7 @@ impl State {
     /// Appends a token request to the log.
     pub(crate) fn log_token(
         &mut self,
-        route: Route,
+        route: Endpoint,
         at: i64,
         outcome: TokenOutcome,
         fault: Option<Fault>,
@@ -333,11 +330,7 @@ impl State {
         if record.access_dead || now >= record.access_end {
             return None;
         }
-        Some(
-            self.accounts
-                .get(record.account)
-                .map_or(0, |a| a.cabinet_user_id),
-        )
+        Some(record.cabinet_user_id)
     }
 
     /// tokens.check. Counts `checks`, and `invalid_token_replies` when the token is not live.
@@ -429,7 +422,7 @@ mod tests {
         State::new(limits, vec![account(1), account(2)])
     }
 
-    fn make(s: &mut State, n: i64, now: i64) -> Result<Issued, MakeRefusal> {
+    fn make(s: &mut State, n: i64, now: i64) -> Result<TokenPair, MakeRefusal> {
         s.make(
             &format!("user{n}@example.com"),
             &format!("pw{n}"),
@@ -443,8 +436,11 @@ mod tests {
         let mut s = state(Limits::default());
         let pair = make(&mut s, 2, T0).ok();
         assert_eq!(pair.as_ref().map(|p| p.cabinet_user_id), Some(102));
-        assert_eq!(pair.as_ref().map(|p| p.access_end), Some(T0 + DAY));
-        assert_eq!(pair.as_ref().map(|p| p.refresh_end), Some(T0 + 14 * DAY));
+        assert_eq!(pair.as_ref().map(|p| p.access_expires_at), Some(T0 + DAY));
+        assert_eq!(
+            pair.as_ref().map(|p| p.refresh_expires_at),
+            Some(T0 + 14 * DAY)
+        );
         for (e, p, a) in [
             ("user1@example.com", "pw2", "app_1"),
             ("user1@example.com", "pw1", "app_2"),
@@ -462,11 +458,20 @@ mod tests {
         let Ok(p) = make(&mut s, 1, T0) else {
             panic!("make failed")
         };
-        assert_eq!(s.authorize(&p.access, T0 + DAY - 1), Ok(101));
-        assert_eq!(s.check(&p.access, T0 + DAY - 1), Ok(101));
-        assert_eq!(s.authorize(&p.access, T0 + DAY), Err(InvalidToken));
-        assert_eq!(s.check(&p.access, T0 + DAY), Err(InvalidToken));
-        assert_eq!(s.authorize(&p.refresh, T0), Err(InvalidToken));
+        assert_eq!(s.authorize(p.access.expose_secret(), T0 + DAY - 1), Ok(101));
+        assert_eq!(s.check(p.access.expose_secret(), T0 + DAY - 1), Ok(101));
+        assert_eq!(
+            s.authorize(p.access.expose_secret(), T0 + DAY),
+            Err(InvalidToken)
+        );
+        assert_eq!(
+            s.check(p.access.expose_secret(), T0 + DAY),
+            Err(InvalidToken)
+        );
+        assert_eq!(
+            s.authorize(p.refresh.expose_secret(), T0),
+            Err(InvalidToken)
+        );
         assert_eq!(s.authorize("nonsense", T0), Err(InvalidToken));
         assert_eq!(s.counters.checks, 2);
         assert_eq!(s.counters.invalid_token_replies, 4);
@@ -478,17 +483,23 @@ mod tests {
         let Ok(old) = make(&mut s, 1, T0) else {
             panic!("make failed")
         };
-        let Ok(new) = s.refresh(&old.refresh, T0 + 10) else {
+        let Ok(new) = s.refresh(old.refresh.expose_secret(), T0 + 10) else {
             panic!("refresh failed")
         };
-        assert_eq!(new.access_end, T0 + 10 + DAY);
+        assert_eq!(new.access_expires_at, T0 + 10 + DAY);
         assert_eq!(new.cabinet_user_id, 101);
         assert_ne!(new.access, old.access);
         assert_ne!(new.refresh, old.refresh);
-        assert_eq!(s.refresh(&old.refresh, T0 + 11), Err(InvalidToken));
-        assert_eq!(s.authorize(&old.access, T0 + 11), Err(InvalidToken));
-        assert_eq!(s.authorize(&new.access, T0 + 11), Ok(101));
-        assert!(s.refresh(&new.refresh, T0 + 12).is_ok());
+        assert_eq!(
+            s.refresh(old.refresh.expose_secret(), T0 + 11),
+            Err(InvalidToken)
+        );
+        assert_eq!(
+            s.authorize(old.access.expose_secret(), T0 + 11),
+            Err(InvalidToken)
+        );
+        assert_eq!(s.authorize(new.access.expose_secret(), T0 + 11), Ok(101));
+        assert!(s.refresh(new.refresh.expose_secret(), T0 + 12).is_ok());
         assert_eq!(
             (s.counters.refreshes, s.counters.refreshes_rejected),
             (2, 1)
@@ -504,10 +515,13 @@ mod tests {
         let Ok(old) = make(&mut s, 1, T0) else {
             panic!("make failed")
         };
-        assert!(s.refresh(&old.refresh, T0 + 1).is_ok());
-        assert!(s.refresh(&old.refresh, T0 + 2).is_ok());
-        assert_eq!(s.authorize(&old.access, T0 + 2), Ok(101));
-        assert_eq!(s.refresh(&old.refresh, T0 + 14 * DAY), Err(InvalidToken));
+        assert!(s.refresh(old.refresh.expose_secret(), T0 + 1).is_ok());
+        assert!(s.refresh(old.refresh.expose_secret(), T0 + 2).is_ok());
+        assert_eq!(s.authorize(old.access.expose_secret(), T0 + 2), Ok(101));
+        assert_eq!(
+            s.refresh(old.refresh.expose_secret(), T0 + 14 * DAY),
+            Err(InvalidToken)
+        );
     }
 
     #[test]
@@ -517,12 +531,17 @@ mod tests {
             panic!("make failed")
         };
         assert_eq!(s.refresh("", T0), Err(InvalidToken));
-        assert_eq!(s.refresh(&p.access, T0), Err(InvalidToken));
-        assert_eq!(s.refresh(&p.refresh, T0 + 14 * DAY), Err(InvalidToken));
+        assert_eq!(s.refresh(p.access.expose_secret(), T0), Err(InvalidToken));
+        assert_eq!(
+            s.refresh(p.refresh.expose_secret(), T0 + 14 * DAY),
+            Err(InvalidToken)
+        );
         let Ok(q) = make(&mut s, 1, T0) else {
             panic!("make failed")
         };
-        assert!(s.refresh(&q.refresh, T0 + 14 * DAY - 1).is_ok());
+        assert!(s
+            .refresh(q.refresh.expose_secret(), T0 + 14 * DAY - 1)
+            .is_ok());
     }
 
     #[test]
@@ -559,32 +578,41 @@ mod tests {
         let Ok(p) = make(&mut s, 1, T0) else {
             panic!("make failed")
         };
-        s.log_token(Route::Make, T0, TokenOutcome::Issued, None, Some(0));
-        let Ok(q) = s.refresh(&p.refresh, T0 + 1) else {
+        s.log_token(Endpoint::Make, T0, TokenOutcome::Issued, None, Some(0));
+        let Ok(q) = s.refresh(p.refresh.expose_secret(), T0 + 1) else {
             panic!("refresh failed")
         };
-        s.log_token(Route::Refresh, T0 + 1, TokenOutcome::Issued, None, Some(0));
-        assert!(s.refresh(&p.refresh, T0 + 2).is_err());
+        s.log_token(
+            Endpoint::Refresh,
+            T0 + 1,
+            TokenOutcome::Issued,
+            None,
+            Some(0),
+        );
+        assert!(s.refresh(p.refresh.expose_secret(), T0 + 2).is_err());
         assert_eq!(
-            s.why_refused(&p.refresh, T0 + 2),
+            s.why_refused(p.refresh.expose_secret(), T0 + 2),
             RefusedBecause::Rotated { by: 1 }
         );
         assert_eq!(s.why_refused("nope", T0), RefusedBecause::UnknownToken);
         assert_eq!(
-            (s.pair_of_refresh(&q.refresh), s.last_pair()),
+            (s.pair_of_refresh(q.refresh.expose_secret()), s.last_pair()),
             (Some(1), Some(1))
         );
         assert_eq!(
-            s.why_refused(&q.refresh, T0 + 1 + 14 * DAY),
+            s.why_refused(q.refresh.expose_secret(), T0 + 1 + 14 * DAY),
             RefusedBecause::Expired
         );
         s.revoke_all();
-        assert_eq!(s.why_refused(&q.refresh, T0 + 3), RefusedBecause::Revoked);
+        assert_eq!(
+            s.why_refused(q.refresh.expose_secret(), T0 + 3),
+            RefusedBecause::Revoked
+        );
         let log = s.token_log(1);
         assert_eq!(log.len(), 1);
         assert_eq!(
             (log[0].at, log[0].route, log[0].issued()),
-            (T0 + 1, Route::Refresh, true)
+            (T0 + 1, Endpoint::Refresh, true)
         );
     }
 
@@ -595,16 +623,16 @@ mod tests {
             panic!("make failed")
         };
         s.revoke_access_tokens();
-        assert_eq!(s.authorize(&a.access, T0), Err(InvalidToken));
-        assert_eq!(s.authorize(&b.access, T0), Err(InvalidToken));
-        let Ok(c) = s.refresh(&a.refresh, T0) else {
+        assert_eq!(s.authorize(a.access.expose_secret(), T0), Err(InvalidToken));
+        assert_eq!(s.authorize(b.access.expose_secret(), T0), Err(InvalidToken));
+        let Ok(c) = s.refresh(a.refresh.expose_secret(), T0) else {
             panic!("refresh failed")
         };
-        assert_eq!(s.authorize(&c.access, T0), Ok(101));
+        assert_eq!(s.authorize(c.access.expose_secret(), T0), Ok(101));
         s.revoke_all();
-        assert_eq!(s.authorize(&c.access, T0), Err(InvalidToken));
-        assert_eq!(s.refresh(&c.refresh, T0), Err(InvalidToken));
-        assert_eq!(s.refresh(&b.refresh, T0), Err(InvalidToken));
+        assert_eq!(s.authorize(c.access.expose_secret(), T0), Err(InvalidToken));
+        assert_eq!(s.refresh(c.refresh.expose_secret(), T0), Err(InvalidToken));
+        assert_eq!(s.refresh(b.refresh.expose_secret(), T0), Err(InvalidToken));
     }
 
     #[test]
@@ -619,10 +647,10 @@ mod tests {
         let Ok(b) = make(&mut s, 1, T0) else {
             panic!("make failed")
         };
-        assert_eq!(s.authorize(&a.access, T0), Err(InvalidToken));
-        assert_eq!(s.refresh(&a.refresh, T0), Err(InvalidToken));
-        assert_eq!(s.authorize(&b.access, T0), Ok(101));
-        assert_eq!(s.authorize(&other.access, T0), Ok(102));
+        assert_eq!(s.authorize(a.access.expose_secret(), T0), Err(InvalidToken));
+        assert_eq!(s.refresh(a.refresh.expose_secret(), T0), Err(InvalidToken));
+        assert_eq!(s.authorize(b.access.expose_secret(), T0), Ok(101));
+        assert_eq!(s.authorize(other.access.expose_secret(), T0), Ok(102));
     }
 
     #[test]
