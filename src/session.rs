@@ -337,7 +337,7 @@ impl Session {
             return Err(quota_error(quota, None));
         }
         self.inner
-            .make(guard.as_mut(), record, credentials)
+            .make(guard.as_mut(), record, credentials, false)
             .map(drop)
     }
 
@@ -687,12 +687,13 @@ impl Inner {
                 Action::Refresh(refresh) => refresh.clone(),
                 Action::Make(credentials) => {
                     let mut record = record.clone();
-                    if refresh_refusal.is_some() {
+                    let forgot = refresh_refusal.is_some();
+                    if forgot {
                         // Saved with the make's ledger entry, in one save: a store whose lock
                         // ends with each save lets nobody in between.
                         forget_refused_pair(&mut record);
                     }
-                    return self.make(guard.as_mut(), record, credentials);
+                    return self.make(guard.as_mut(), record, credentials, forgot);
                 }
                 Action::Fail(blocked) => {
                     if refresh_refusal.is_some() {
@@ -744,26 +745,32 @@ impl Inner {
     /// tokens.make under the store lock. The attempt is written to the ledger before it is
     /// sent (if that write fails, nothing is sent), and taken back when the server refused
     /// it or the failure proves nothing left this machine. Attempts that never left back off
-    /// (1 s doubling to 60 s); a 429 sets the persisted cooldown.
+    /// (1 s doubling to 60 s); a 429 sets the persisted cooldown. `changed`: `record` differs
+    /// from the stored one (a refused pair forgotten), so it is saved even when no make is sent.
     fn make(
         &self,
         guard: &mut dyn StoreLock,
         mut record: StoredRecord,
         credentials: &Credentials,
+        changed: bool,
     ) -> Result<AccessToken> {
         let local_now = self.clock.now();
-        if let Some(offline) = &*self.offline.lock() {
-            if local_now < offline.retry_at {
-                return Err(Error::Network {
-                    endpoint: Endpoint::Make,
-                    delivery: Delivery::NotSent,
-                    retry_at: Some(offline.retry_at),
-                    source: Box::new(BackingOff {
-                        failures: offline.failures,
-                        last: offline.last.clone(),
-                    }),
-                });
+        let backing_off = self
+            .offline
+            .lock()
+            .as_ref()
+            .filter(|offline| local_now < offline.retry_at)
+            .map(|offline| (offline.retry_at, offline.failures, offline.last.clone()));
+        if let Some((retry_at, failures, last)) = backing_off {
+            if changed {
+                self.save_or_keep(guard, &record, false);
             }
+            return Err(Error::Network {
+                endpoint: Endpoint::Make,
+                delivery: Delivery::NotSent,
+                retry_at: Some(retry_at),
+                source: Box::new(BackingOff { failures, last }),
+            });
         }
         let now = self.server_now(record.server_offset);
         self.policy.prune(&mut record.makes);

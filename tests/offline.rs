@@ -228,3 +228,99 @@ fn unsent_makes_back_off_and_calls_inside_the_window_send_nothing() {
 fn clock_now(clock: &ManualClock) -> i64 {
     chatapp_session::Clock::now(clock)
 }
+
+/// A port on 127.0.0.1 that refuses connections (nothing can be sent) until `open`, from
+/// when on it forwards every connection to `target`.
+struct Door {
+    port: u16,
+    target: std::net::SocketAddr,
+}
+
+impl Door {
+    fn closed(target: &str) -> Door {
+        let target = target
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the fake server's address");
+        Door {
+            port: closed_port(),
+            target,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn open(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        let target = self.target;
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = TcpStream::connect(target).unwrap();
+                let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut from, mut to) = (server, client);
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+    }
+}
+
+/// Found by the soak's review (issue 15): a refresh token the server refused while tokens.make
+/// backs off (the last attempt never left this machine) is forgotten in the store all the
+/// same, so that no later call, in this process or another, sends it again.
+#[test]
+fn a_refused_pair_is_forgotten_while_makes_back_off() {
+    let server = FakeChatApp::start().unwrap();
+    let door = Door::closed(&server.base_url());
+    let store = Arc::new(MemoryStore::new());
+    let clock = ManualClock::new(T0);
+    let s = session(&door.url(), &store, &clock);
+    // Nothing stored and the network down: the make never leaves, and backs off 1 s.
+    let e = s.access_token().unwrap_err();
+    assert_eq!(e.delivery(), Some(Delivery::NotSent), "{e:?}");
+    // Another process stores a pair meanwhile, which the server then revokes.
+    let key = StoreKey::new(KEY);
+    {
+        let mut guard = store.lock(&key).unwrap();
+        let mut record = guard.load().unwrap().unwrap_or_default();
+        record.pair = Some(server.issue_pair());
+        guard.save(&record).unwrap();
+    }
+    server.revoke_all();
+    door.open();
+    // The network is back, the back-off window is not over (the clock stands still): the
+    // dead access token is refused, the refresh is refused, the make waits for its window.
+    for call in 0..3 {
+        let e = s.request("GET", "/v1/licenses", None).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Network {
+                    delivery: Delivery::NotSent,
+                    ..
+                }
+            ),
+            "call {call}: {e:?}"
+        );
+        let stored = store.load(&key).unwrap().unwrap();
+        assert!(
+            stored.pair.is_none(),
+            "call {call}: the refused pair is still stored"
+        );
+    }
+    let c = server.counters();
+    assert_eq!((c.refreshes_rejected, c.makes), (1, 0), "{c:?}");
+    // Once the window is over, one make.
+    clock.advance(2);
+    s.request("GET", "/v1/licenses", None).unwrap();
+    assert_eq!(server.counters().makes, 1);
+    assert_eq!(ledger(&store).len(), 1);
+}

@@ -25,7 +25,7 @@
 
 #![cfg(unix)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,6 +54,13 @@ const DELAY: Duration = Duration::from_millis(2_500);
 /// Every store's lock timeout (`with_lock_timeout`), so that a stalled holder is felt.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the parent holds the store's lock when it stalls a holder: past the timeout.
+/// What libtest writes before the child's own first line, on the same line.
+const LIBTEST_PREFIX: &str = "test soak_child ... ";
+/// How many of each child's last output lines a failure shows.
+const TAIL_LINES: usize = 30;
+/// What each child incarnation (slot, incarnation) wrote last.
+type Tails = Arc<Mutex<HashMap<(usize, u32), VecDeque<String>>>>;
+/// A held lock longer than the lock timeout.
 const STALL: Duration = Duration::from_secs(4);
 /// The longest a whole call may take, as a child measures it: the wait for another process
 /// (the lock timeout plus the HTTP timeout of the holder's exchange), the call's own exchanges
@@ -345,6 +352,14 @@ fn soak_child() {
         .collect();
     let mut acked = 0;
     loop {
+        if handles.iter().any(|h| h.is_finished())
+            && Control::read(&control).map(|c| c.phase) != Some(Phase::Final)
+        {
+            // A thread that died (a panic) would never pause: say so and end, so that the
+            // parent reports a crash rather than waiting for the pause.
+            eprintln!("soak child {slot}: a calling thread ended before the final round");
+            std::process::exit(3);
+        }
         match Control::read(&control).map(|c| c.phase) {
             Some(Phase::Final) => break,
             Some(Phase::Pause(n))
@@ -464,6 +479,8 @@ struct Run {
     /// Secrets seen in any child's output (a line each, the secret cut out).
     leaks: Arc<Mutex<Vec<String>>>,
     output_lines: Arc<AtomicI64>,
+    /// The last lines each child incarnation wrote, kept or not, for a failure's story.
+    tails: Tails,
     /// (simulated time, what happened), for a failure's story.
     events: Vec<(i64, String)>,
     injected: HashMap<Route, Vec<Kind>>,
@@ -573,6 +590,7 @@ impl Run {
             said_rx,
             leaks: Arc::default(),
             output_lines: Arc::default(),
+            tails: Arc::default(),
             events: Vec::new(),
             injected: HashMap::new(),
             counts: BTreeMap::new(),
@@ -643,16 +661,34 @@ impl Run {
             ),
             (Box::new(child.stderr.take().unwrap()), false),
         ] {
-            let (tx, leaks, lines, secrets) = (
+            let (tx, leaks, lines, secrets, tails) = (
                 self.said_tx.clone(),
                 self.leaks.clone(),
                 self.output_lines.clone(),
                 secrets.clone(),
+                self.tails.clone(),
             );
             std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
+                // Bytes, not `lines()`: one line that is not UTF-8 must not end the reader,
+                // or the child would block on a full pipe and never pause again.
+                let mut reader = BufReader::new(stream);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let line = child_line(&raw);
                     lines.fetch_add(1, Ordering::Relaxed);
+                    {
+                        let mut tails = tails.lock().unwrap();
+                        let tail = tails.entry((slot, incarnation)).or_default();
+                        if tail.len() == TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.clone());
+                    }
                     for secret in &secrets {
                         if let Some(at) = line.find(secret.as_str()) {
                             leaks
@@ -956,9 +992,27 @@ impl Run {
                     .iter()
                     .map(|m| process_state(m.child.id()))
                     .collect();
-                let detail = format!(
+                let mut detail = format!(
                     "children did not pause: acks {acks:?}; their threads (state, kernel wait): {states:?}"
                 );
+                for (slot, m) in self.members.iter().enumerate() {
+                    if acks[slot] == n {
+                        continue;
+                    }
+                    let tail = self
+                        .tails
+                        .lock()
+                        .unwrap()
+                        .get(&(slot, m.incarnation))
+                        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n    "))
+                        .unwrap_or_default();
+                    detail.push_str(&format!(
+                        "\nchild {slot}.{} (pid {}), its last output lines:\n    {tail}\nits threads:\n{}",
+                        m.incarnation,
+                        m.child.id(),
+                        backtraces(m.child.id())
+                    ));
+                }
                 self.fail(n, "pause", detail);
             }
             if let Ok(Said::Line(slot, inc, line)) =
@@ -1209,6 +1263,12 @@ impl Run {
                 self.pause(day);
                 self.check_day(day);
                 self.resume();
+                if day % 30 == 0 {
+                    eprintln!(
+                        "soak {}: day {day} of {}, {} calls, {} process starts",
+                        self.kind, self.cfg.days, self.calls, self.spawns
+                    );
+                }
             }
         }
         // After the last fault: nothing pending, every process running, the disk back.
@@ -1364,6 +1424,35 @@ fn process_state(pid: u32) -> String {
     format!("{pid}: {}", threads.join(" "))
 }
 
+/// One line a child wrote, as the parent reads it: lossy UTF-8, no line end, and without the
+/// `test soak_child ... ` that libtest writes, with no line end, before the child's first
+/// line. When that first line was `paused N` (a child restarted just before a pause), the
+/// prefix hid it and the parent waited for the pause in vain: the "child that never paused"
+/// of the first long runs, on every store.
+fn child_line(raw: &[u8]) -> String {
+    let line = String::from_utf8_lossy(raw);
+    let line = line.trim_end();
+    line.strip_prefix(LIBTEST_PREFIX).unwrap_or(line).to_owned()
+}
+
+/// Every thread's stack of process `pid`, by gdb when it is installed (else a note).
+fn backtraces(pid: u32) -> String {
+    match Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-nx"])
+        .args(["-ex", "thread apply all bt 25"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(no gdb: {e})"),
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -1403,12 +1492,12 @@ fn soak(kind: &'static str, spec: String, cfg: Config, all_kinds: bool) -> Figur
     figures
 }
 
-/// The short soak of the normal suite: 3 processes x 2 threads, 5 simulated days of faults
-/// (an hour a tick, 60 ms a tick) and a quiet day: about 15 s per store.
+/// The short soak of the normal suite: 3 processes x 2 threads, 20 simulated days of faults
+/// (an hour a tick, 60 ms a tick) and a quiet day: about a minute per store.
 const SHORT: Config = Config {
     processes: 3,
     threads: 2,
-    days: 5,
+    days: 20,
     tick_secs: 3600,
     tick_ms: 60,
 };
@@ -1518,6 +1607,19 @@ fn long_soak_on_a_sqlite_store() {
 #[ignore = "release check, minutes: cargo test --release --test soak -- --ignored long"]
 fn long_soak_on_a_postgres_store() {
     soak("postgres", postgres_spec(), LONG, true);
+}
+
+#[test]
+fn a_childs_first_line_is_read_without_libtests_prefix() {
+    assert_eq!(
+        child_line(b"test soak_child ... paused 125\n"),
+        "paused 125"
+    );
+    assert_eq!(
+        child_line(b"call 0 1800000000 ok 3\r\n"),
+        "call 0 1800000000 ok 3"
+    );
+    assert_eq!(child_line(b"final \xff\n"), "final \u{fffd}");
 }
 
 #[test]
