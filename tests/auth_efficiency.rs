@@ -16,11 +16,9 @@ use std::time::Duration;
 
 use chatapp_session::store::TokenStore;
 use chatapp_session::testing::ManualClock;
-use chatapp_session::testing::{
-    Counters, FakeChatApp, Rotation, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
-};
+use chatapp_session::testing::{Counters, FakeChatApp, Rotation};
 use chatapp_session::Clock;
-use chatapp_session::{Credentials, Session};
+use chatapp_session::Session;
 
 mod support;
 use support::child::{self, Params};
@@ -86,11 +84,7 @@ fn server(clock: &ManualClock) -> FakeChatApp {
 
 fn session(base_url: &str, clock: &ManualClock, store: Box<dyn TokenStore>) -> Session {
     Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
+        .credentials(support::default_credentials())
         .store(store)
         .base_url(base_url)
         .clock(clock.clone())

@@ -71,7 +71,7 @@ fn a_crowd_of_cli_processes_on_a_sqlite_store_refreshes_once() {
 
 #[cfg(feature = "keyring")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_crowd_of_cli_processes_on_the_keyring_refreshes_once() {
     assert!(
         std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
@@ -92,10 +92,7 @@ fn a_crowd_of_cli_processes_on_the_keyring_refreshes_once() {
 
 #[cfg(feature = "postgres")]
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_crowd_of_cli_processes_on_postgresql_refreshes_once() {
     // The store key holds the server's random port: no other run shares the row.
     crowd_on(&format!("postgres:{}", support::postgres_conninfo()));

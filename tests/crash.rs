@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use chatapp_session::store::{StoreKey, StoredRecord, TokenStore};
 use chatapp_session::testing::ManualClock;
-use chatapp_session::testing::{
-    FakeChatApp, Fault, Route, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
-};
+use chatapp_session::testing::{FakeChatApp, Fault, Route};
+use chatapp_session::Session;
 
 /// The server's answer to a dead access token.
 fn invalid_token() -> Fault {
@@ -29,11 +28,10 @@ fn invalid_token() -> Fault {
         r#"{"success":false,"error":{"code":"ApiInvalidTokenError","message":"Invalid Token"}}"#,
     )
 }
-use chatapp_session::{Credentials, Session};
 
 mod support;
 use support::child::{self, Params};
-use support::{listing, open_store, wait_until};
+use support::{listing, open_store, seed_from_env, wait_until, XorShift};
 
 const KILLS: usize = 200;
 /// The longest random wait between the child being ready and its kill.
@@ -82,31 +80,6 @@ fn child_process() {
     }
 }
 
-/// xorshift64: enough randomness for kill delays, and reproducible from its seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-fn seed() -> u64 {
-    if let Ok(seed) = std::env::var("CHATAPP_CRASH_SEED") {
-        return seed.parse().expect("CHATAPP_CRASH_SEED is a u64");
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    (nanos as u64 ^ u64::from(std::process::id())) | 1
-}
-
 fn spawn_child(spec: &str, server: &FakeChatApp) -> Child {
     child::command("child_process")
         .param("store", spec)
@@ -121,11 +94,7 @@ fn spawn_child(spec: &str, server: &FakeChatApp) -> Child {
 /// A session of a "new process": the real clock, the credentials, room for a make per kill.
 fn recovering_session(spec: &str, server: &FakeChatApp) -> Session {
     Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
+        .credentials(support::default_credentials())
         .store(open_store(spec))
         .store_key(KEY)
         .base_url(server.base_url())
@@ -207,7 +176,7 @@ fn assert_complete(record: &StoredRecord, what: &str) {
 
 /// Kills a refreshing child [`KILLS`] times at random moments and checks the store each time.
 fn survive_kills(kind: &str, spec: &str, dir: &Path) {
-    let seed = seed();
+    let seed = seed_from_env("CHATAPP_CRASH_SEED");
     eprintln!("{kind} store: kill delays from xorshift seed {seed} (CHATAPP_CRASH_SEED={seed} replays them)");
     let mut rng = XorShift(seed);
     let server = FakeChatApp::builder().make_limit(10_000).start().unwrap();

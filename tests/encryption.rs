@@ -16,6 +16,18 @@ use chatapp_session::{EncryptionProblem, Session, StoreError};
 
 use support::{write_private, Cli};
 
+/// `store` boxed, sealed with the encryption `e` when there is one.
+macro_rules! sealed {
+    ($store:expr, $e:expr) => {{
+        let store = $store;
+        let boxed: Box<dyn TokenStore> = match $e {
+            Some(e) => Box::new(store.with_encryption(e)),
+            None => Box::new(store),
+        };
+        boxed
+    }};
+}
+
 fn key(n: u8) -> EncryptionKey {
     EncryptionKey::from_bytes([n; 32])
 }
@@ -134,10 +146,7 @@ fn file_store_keeps_secrets_sealed() {
     let p = path.clone();
     let open = move |e: Option<Encryption>| -> Box<dyn TokenStore> {
         let store = FileStore::new(&p);
-        Box::new(match e {
-            Some(e) => store.with_encryption(e),
-            None => store,
-        })
+        sealed!(store, e)
     };
     let entries = |path: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -163,30 +172,10 @@ fn sqlite_store_keeps_secrets_sealed() {
     let p = path.clone();
     let open = move |e: Option<Encryption>| -> Box<dyn TokenStore> {
         let store = SqliteStore::open(&p).unwrap();
-        Box::new(match e {
-            Some(e) => store.with_encryption(e),
-            None => store,
-        })
+        sealed!(store, e)
     };
-    let conn = || rusqlite::Connection::open(&path).unwrap();
-    let raw = |k: &StoreKey| -> String {
-        conn()
-            .query_row(
-                "SELECT record FROM chatapp_tokens WHERE store_key = ?1",
-                [k.as_str()],
-                |row| row.get(0),
-            )
-            .unwrap()
-    };
-    let set_raw = |k: &StoreKey, text: &str| {
-        conn()
-            .execute(
-                "INSERT INTO chatapp_tokens (store_key, record, updated_at) VALUES (?1, ?2, 0) \
-                 ON CONFLICT (store_key) DO UPDATE SET record = excluded.record",
-                [k.as_str(), text],
-            )
-            .unwrap();
-    };
+    let raw = |k: &StoreKey| -> String { support::sqlite_row(&path, k.as_str()) };
+    let set_raw = |k: &StoreKey, text: &str| support::set_sqlite_row(&path, k.as_str(), text);
     check_store(&Harness {
         open: &open,
         written: &|| all_bytes(dir.path()),
@@ -278,24 +267,18 @@ fn keyring_key_round_trip(open: &dyn Fn(Option<Encryption>) -> Box<dyn TokenStor
 
 #[cfg(feature = "keyring")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_key_in_the_keyring_serves_the_file_and_sqlite_stores() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.json");
     keyring_key_round_trip(&|e| {
         let store = FileStore::new(&file);
-        Box::new(match e {
-            Some(e) => store.with_encryption(e),
-            None => store,
-        })
+        sealed!(store, e)
     });
     let db = dir.path().join("s.db");
     keyring_key_round_trip(&|e| {
         let store = SqliteStore::open(&db).unwrap();
-        Box::new(match e {
-            Some(e) => store.with_encryption(e),
-            None => store,
-        })
+        sealed!(store, e)
     });
 }
 
@@ -483,10 +466,7 @@ mod postgres {
     }
 
     #[test]
-    #[cfg_attr(
-        chatapp_no_postgres,
-        ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-    )]
+    #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
     fn postgres_store_keeps_secrets_sealed() {
         let base = server();
         let schema = unique("enc");
@@ -498,10 +478,7 @@ mod postgres {
         let c = conninfo.clone();
         let open = move |e: Option<Encryption>| -> Box<dyn TokenStore> {
             let store = PostgresStore::connect(&c).unwrap();
-            Box::new(match e {
-                Some(e) => store.with_encryption(e),
-                None => store,
-            })
+            sealed!(store, e)
         };
         let client = || ::postgres::Client::connect(&conninfo, ::postgres::NoTls).unwrap();
         // Every row of the table, as text.
@@ -548,10 +525,7 @@ mod postgres {
     }
 
     #[test]
-    #[cfg_attr(
-        chatapp_no_postgres,
-        ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-    )]
+    #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
     fn sslmode_prefer_and_none_use_tls_like_libpq() {
         let base = server();
         assert!(
@@ -578,10 +552,7 @@ mod postgres {
     }
 
     #[test]
-    #[cfg_attr(
-        chatapp_no_postgres,
-        ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-    )]
+    #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
     fn the_password_comes_from_pgpassword_or_a_private_password_file() {
         let conninfo = std::env::var("CHATAPP_TEST_POSTGRES_PW_CONNINFO")
             .expect("run under .ci/postgres-env, which makes a role with a password");

@@ -281,7 +281,7 @@ fn child_process() {
 
 /// What the conformance suite cannot see: a load (also under the lock) creates no secret.
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_load_creates_no_secret() {
     require_keyring();
     let service = unique_service("empty");
@@ -299,7 +299,7 @@ fn a_load_creates_no_secret() {
 }
 
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_record_is_one_secret_of_the_record_codec_text() {
     require_keyring();
     let service = unique_service("roundtrip");
@@ -329,7 +329,7 @@ fn a_record_is_one_secret_of_the_record_codec_text() {
 }
 
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn overwrite_replaces_the_record() {
     require_keyring();
     let service = unique_service("overwrite");
@@ -369,7 +369,7 @@ fn overwrite_replaces_the_record() {
 /// Beside the conformance suite's keys: two services never see each other's records, and
 /// two keys have lock files of their own.
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn services_are_isolated_and_keys_lock_apart() {
     require_keyring();
     let service = unique_service("isolated");
@@ -393,7 +393,7 @@ fn services_are_isolated_and_keys_lock_apart() {
 }
 
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn eight_threads_of_read_modify_write_lose_nothing() {
     require_keyring();
     const THREADS: usize = 8;
@@ -454,7 +454,7 @@ fn eight_threads_of_read_modify_write_lose_nothing() {
 }
 
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn the_lock_excludes_a_second_holder_until_released() {
     require_keyring();
     let service = unique_service("lock-thread");
@@ -486,7 +486,7 @@ fn the_lock_excludes_a_second_holder_until_released() {
 }
 
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn the_lock_excludes_another_process() {
     require_keyring();
     let service = unique_service("lock-process");
@@ -515,7 +515,7 @@ fn the_lock_excludes_another_process() {
 }
 
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_killed_holders_lock_does_not_block() {
     require_keyring();
     let service = unique_service("lock-killed");
@@ -551,7 +551,7 @@ fn a_killed_holders_lock_does_not_block() {
 }
 
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn the_lock_file_is_private_and_holds_no_secret() {
     require_keyring();
     let service = unique_service("lockfile");
@@ -595,7 +595,7 @@ fn the_lock_file_is_private_and_holds_no_secret() {
 }
 
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_foreign_secret_is_corrupt_and_left_untouched() {
     require_keyring();
     let service = unique_service("foreign");
@@ -646,7 +646,7 @@ fn a_foreign_secret_is_corrupt_and_left_untouched() {
 
 #[cfg(target_os = "linux")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn without_a_session_bus_the_store_is_unavailable_and_says_what_to_start() {
     require_keyring();
     let service = unique_service("nobus");
@@ -740,7 +740,7 @@ fn stop_keyring_daemons_of(runtime: &std::path::Path) {
 
 #[cfg(target_os = "linux")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_missing_collection_is_unavailable_and_says_to_unlock() {
     require_keyring();
     // gnome-keyring, started on demand and never unlocked, has no login collection.
@@ -752,7 +752,7 @@ fn a_missing_collection_is_unavailable_and_says_to_unlock() {
 
 #[cfg(target_os = "linux")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_locked_collection_is_unavailable_and_says_to_unlock() {
     require_keyring();
     // The login collection exists and is locked again; nobody can answer the unlock prompt.
@@ -774,7 +774,7 @@ fn a_locked_collection_is_unavailable_and_says_to_unlock() {
 /// opened is a new connection: "reopen" is a fresh instance of the same service.
 #[cfg(feature = "testing")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn conformance_suite_on_the_platform_keyring() {
     require_keyring();
     let service = unique_service("conformance");
@@ -787,7 +787,7 @@ fn conformance_suite_on_the_platform_keyring() {
 /// The conformance suite on the kernel keyring (durable within the session keyring).
 #[cfg(all(feature = "testing", target_os = "linux"))]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn conformance_suite_on_the_kernel_keyring() {
     require_keyring();
     let service = unique_service("conformance-kernel");
@@ -799,7 +799,7 @@ fn conformance_suite_on_the_kernel_keyring() {
 
 #[cfg(target_os = "linux")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn kernel_keyring_round_trips_across_instances_and_processes() {
     require_keyring();
     let service = unique_service("kernel");
@@ -866,7 +866,7 @@ fn a_non_persistent_keyring_core_store_is_refused() {
 /// `LockTimeout` within its lock timeout + 2 s.
 #[cfg(unix)]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_stopped_lock_holder_times_out_every_waiter() {
     require_keyring();
     let service = unique_service("lock-stopped");
@@ -885,7 +885,7 @@ fn a_stopped_lock_holder_times_out_every_waiter() {
 /// beside a desktop session) still excludes this process.
 #[cfg(unix)]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn processes_with_different_runtime_dirs_share_the_lock() {
     require_keyring();
     let service = unique_service("lock-env");

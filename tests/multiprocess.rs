@@ -5,11 +5,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
-use chatapp_session::{Credentials, Session};
+use chatapp_session::testing::FakeChatApp;
+use chatapp_session::Session;
 
 mod support;
 use support::child::{self, Params};
@@ -19,11 +18,7 @@ const THREADS: usize = 4;
 
 fn session(spec: &str, base_url: &str) -> Session {
     Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
+        .credentials(support::default_credentials())
         .store(open_store(spec))
         .base_url(base_url)
         .timeout(Duration::from_secs(30))
@@ -48,18 +43,8 @@ fn child_process() {
     while !Path::new(&go).exists() {
         std::thread::sleep(Duration::from_millis(2));
     }
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (session, barrier) = (session.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                session.request("GET", "/v1/licenses", None)
-            })
-        })
-        .collect();
-    for h in handles {
-        match h.join().unwrap() {
+    for result in support::requests_at_once(&session, THREADS) {
+        match result {
             Ok(_) => println!("result ok"),
             Err(e) => println!("result error {e}"),
         }
@@ -155,7 +140,7 @@ fn eight_processes_on_a_sqlite_store_refresh_once() {
 
 #[cfg(feature = "keyring")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn eight_processes_on_a_keyring_store_refresh_once() {
     let service = support::unique_name("chatapp-session-mp");
     crowd_refreshes_once(&format!("keyring:{service}"), 8);
@@ -165,10 +150,7 @@ fn eight_processes_on_a_keyring_store_refresh_once() {
 /// holds the fake server's random port, so no other run shares the row.
 #[cfg(feature = "postgres")]
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn twelve_processes_on_a_postgres_store_refresh_once() {
     // `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer`: through the transaction-pooling pgbouncer.
     crowd_refreshes_once(&format!("postgres:{}", support::postgres_conninfo()), 12);

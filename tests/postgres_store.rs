@@ -214,10 +214,7 @@ fn child_process() {
 
 #[cfg(feature = "testing")]
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn conformance_run_all() {
     let db = Db::new("conformance");
     chatapp_session::store::conformance::run_all(&|| db.open(), true);
@@ -225,10 +222,7 @@ fn conformance_run_all() {
 
 #[cfg(feature = "testing")]
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn the_row_holds_the_record_codec_text_and_the_schema_is_versioned() {
     let db = Db::new("row");
     let store = db.open();
@@ -297,10 +291,7 @@ fn the_row_holds_the_record_codec_text_and_the_schema_is_versioned() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn several_accounts_share_one_database() {
     let db = Db::new("accounts");
     let keys: Vec<StoreKey> = (0..5)
@@ -318,10 +309,7 @@ fn several_accounts_share_one_database() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn debug_and_errors_never_show_the_password() {
     let db = Db::new("redact");
     // The test server trusts every login, so a password is accepted and ignored.
@@ -393,10 +381,7 @@ fn a_malformed_conninfo_is_a_typed_error_without_secrets() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_corrupt_row_is_reported_and_left_unchanged() {
     let db = Db::new("corrupt");
     let store = db.open();
@@ -453,10 +438,7 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
 
 #[cfg(feature = "testing")]
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_newer_schema_is_refused() {
     let db = Db::new("schema");
     db.open()
@@ -488,10 +470,7 @@ fn a_newer_schema_is_refused() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_lock_dropped_without_saving_leaves_no_row_and_frees_the_lock() {
     let db = Db::new("rollback");
     let name = unique("app");
@@ -525,10 +504,7 @@ fn a_lock_dropped_without_saving_leaves_no_row_and_frees_the_lock() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn load_does_not_wait_for_a_lock_holder() {
     let db = Db::new("load");
     let store = db.open();
@@ -552,10 +528,7 @@ fn load_does_not_wait_for_a_lock_holder() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_lock_held_elsewhere_past_the_lock_timeout_is_a_lock_timeout() {
     let db = Db::new("timeout");
     let key = StoreKey::new("k");
@@ -621,10 +594,7 @@ fn a_lock_held_elsewhere_past_the_lock_timeout_is_a_lock_timeout() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_broken_connection_is_opened_again() {
     let _ = env_logger::builder().is_test(true).try_init();
     let db = Db::new("reconnect");
@@ -646,10 +616,7 @@ fn a_broken_connection_is_opened_again() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_holder_whose_connection_dies_releases_the_lock_and_saves_nothing() {
     let db = Db::new("holderdies");
     let name = unique("app");
@@ -679,10 +646,7 @@ fn a_holder_whose_connection_dies_releases_the_lock_and_saves_nothing() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn lock_waits_for_another_process() {
     let db = Db::new("xhold");
     let store = db.open();
@@ -690,10 +654,7 @@ fn lock_waits_for_another_process() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_killed_holder_releases_the_lock() {
     let db = Db::new("xkill");
     drop(db.open());
@@ -701,10 +662,7 @@ fn a_killed_holder_releases_the_lock() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn two_processes_increment_without_losing_updates() {
     let db = Db::new("xinc");
     let store = db.open();
@@ -712,10 +670,7 @@ fn two_processes_increment_without_losing_updates() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn tls_verifies_the_server_certificate() {
     let db = Db::new("tls");
     let ca = std::env::var(CA_ENV).unwrap_or_else(|_| {
@@ -796,10 +751,7 @@ fn tls_verifies_the_server_certificate() {
 /// suite; here with a lock timeout shorter than the hold to show the wait is not bounded by
 /// a stale setting once the holder releases in time).
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
     let db = Db::new("handover");
     let key = StoreKey::new("k");
@@ -825,10 +777,7 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
 /// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) keeps its row lock, but
 /// each waiter ends with `LockTimeout` within its lock timeout + 2 s.
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_stopped_lock_holder_times_out_every_waiter() {
     let db = Db::new("xstop");
     drop(db.open());
@@ -841,10 +790,7 @@ fn a_stopped_lock_holder_times_out_every_waiter() {
 }
 
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_load_after_a_save_takes_the_lock_again() {
     let db = Db::new("reload");
     let holder = db.open();

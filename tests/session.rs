@@ -1,6 +1,7 @@
 //! The session against a real HTTP server (`FakeChatApp` on 127.0.0.1) and real stores.
 
-use std::sync::{Arc, Barrier};
+mod support;
+
 use std::time::Duration;
 
 use chatapp_session::store::{FileStore, MemoryStore, StoreKey, TokenStore};
@@ -120,18 +121,8 @@ fn sixteen_threads_on_a_dead_token_cause_one_refresh() {
     server.revoke_access_tokens();
     server.reset_counters();
 
-    let barrier = Arc::new(Barrier::new(16));
-    let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let (session, barrier) = (session.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                session.request("GET", "/v1/licenses", None)
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap().unwrap();
+    for result in support::requests_at_once(&session, 16) {
+        result.unwrap();
     }
     let c = server.counters();
     assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 0, 0));

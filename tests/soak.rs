@@ -39,10 +39,11 @@ use chatapp_session::testing::{
     FakeChatApp, Fault, ManualClock, RefusedBecause, Route, TokenEvent, TokenOutcome,
     DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
 };
-use chatapp_session::{Clock, Credentials, Session, StoreError};
+use chatapp_session::{Clock, Session, StoreError};
 
 mod support;
 use support::child::{self, Params};
+use support::{seed_from_env, XorShift};
 
 const DAY: i64 = 86_400;
 /// Where the simulated time starts (a fixed moment, so that a replay starts there too).
@@ -81,30 +82,9 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 // ---------------------------------------------------------------------------------------------
 // Randomness and the control file
 
-/// xorshift64: reproducible from its seed.
-#[derive(Clone, Debug)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// True with probability `p`.
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    fn skew(&mut self) -> i64 {
-        self.below(2 * MAX_SKEW as u64 + 1) as i64 - MAX_SKEW
-    }
+/// A child's clock skew: within ±[`MAX_SKEW`].
+fn skew(rng: &mut XorShift) -> i64 {
+    rng.below(2 * MAX_SKEW as u64 + 1) as i64 - MAX_SKEW
 }
 
 /// What every child reads from the control file: the server's simulated time, the phase, the
@@ -293,11 +273,7 @@ fn soak_child() {
     };
     clock.now();
     let session = Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
+        .credentials(support::default_credentials())
         .store(FlakyDisk {
             inner: open_store(&spec),
             control: control.clone(),
@@ -531,17 +507,7 @@ impl Drop for Run {
 }
 
 fn seed() -> u64 {
-    if let Some(seed) = std::env::var("CHATAPP_SOAK_SEED")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        return seed.parse().expect("CHATAPP_SOAK_SEED is a u64");
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    (nanos as u64 ^ u64::from(std::process::id())) | 1
+    seed_from_env("CHATAPP_SOAK_SEED")
 }
 
 impl Run {
@@ -570,7 +536,7 @@ impl Run {
             now: T0,
             phase: Phase::Run,
             disk_full: false,
-            skews: (0..cfg.processes).map(|_| rng.skew()).collect(),
+            skews: (0..cfg.processes).map(|_| skew(&mut rng)).collect(),
         };
         let control_path = dir.join("control");
         control.write(&control_path);
@@ -852,7 +818,7 @@ impl Run {
             }
             Kind::ClockJump => {
                 let slot = self.rng.below(self.cfg.processes as u64) as usize;
-                let skew = self.rng.skew();
+                let skew = skew(&mut self.rng);
                 self.event(format!(
                     "child {slot}'s clock jumps from {} to {skew} s off",
                     self.control.skews[slot]
@@ -1558,10 +1524,7 @@ fn postgres_spec() -> String {
 
 #[cfg(feature = "postgres")]
 #[test]
-#[cfg_attr(
-    chatapp_no_postgres,
-    ignore = "needs CHATAPP_TEST_POSTGRES: run under .ci/postgres-env (bash .ci/test does)"
-)]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn short_soak_on_a_postgres_store() {
     soak("postgres", postgres_spec(), SHORT, true);
 }
@@ -1581,7 +1544,7 @@ fn keyring_spec() -> String {
 
 #[cfg(feature = "keyring")]
 #[test]
-#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS is set")]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn short_soak_on_a_keyring_store() {
     soak("keyring", keyring_spec(), SHORT, true);
 }

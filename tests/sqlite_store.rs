@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chatapp_session::store::{SqliteStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
-use support::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
+use support::{refuses_corrupt, secret_record, set_sqlite_row, sqlite_row, CORRUPT_RECORDS};
 
 fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).unwrap()
@@ -17,18 +17,6 @@ fn open(path: &Path) -> SqliteStore {
 
 fn db_in(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("tokens.db")
-}
-
-/// The record column of `key`, read with a plain connection.
-fn raw_record(path: &Path, key: &str) -> String {
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .query_row(
-            "SELECT record FROM chatapp_tokens WHERE store_key = ?1",
-            [key],
-            |row| row.get(0),
-        )
-        .unwrap()
 }
 
 /// Plays a child process's part when this binary is re-run by a cross-process test.
@@ -45,7 +33,7 @@ fn the_row_holds_the_record_codec_text() {
     let path = db_in(&dir);
     let store = open(&path);
     store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
-    let text = raw_record(&path, "k");
+    let text = sqlite_row(&path, "k");
     assert_eq!(
         text.as_str(),
         chatapp_session::testing::encode_record(&secret_record(1), "test", "here")
@@ -155,15 +143,9 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
     store.save(&other, &secret_record(2)).unwrap();
 
     for bad in CORRUPT_RECORDS {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute(
-                "UPDATE chatapp_tokens SET record = ?1 WHERE store_key = 'k'",
-                [bad],
-            )
-            .unwrap();
+        set_sqlite_row(&path, "k", bad);
         refuses_corrupt(&store, &key, &["sqlite:", "tokens.db key k"], bad);
-        assert_eq!(raw_record(&path, "k"), bad, "the corrupt row was changed");
+        assert_eq!(sqlite_row(&path, "k"), bad, "the corrupt row was changed");
         // The other account is unaffected, and the lock is free again.
         store.save(&other, &secret_record(4)).unwrap();
         assert_eq!(store.load(&other).unwrap(), Some(secret_record(4)));
@@ -184,7 +166,7 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
         store.save(&key, &secret_record(5)),
         Err(StoreError::UnsupportedVersion { .. })
     ));
-    assert_eq!(raw_record(&path, "k"), r#"{"version":9,"pair":null}"#);
+    assert_eq!(sqlite_row(&path, "k"), r#"{"version":9,"pair":null}"#);
 }
 
 #[cfg(feature = "testing")]
@@ -205,7 +187,7 @@ fn a_newer_schema_is_refused() {
         }) => assert_eq!((found, supported), (99, 1)),
         other => panic!("open gave {other:?}"),
     }
-    assert_eq!(raw_record(&path, "k"), {
+    assert_eq!(sqlite_row(&path, "k"), {
         let text =
             chatapp_session::testing::encode_record(&secret_record(1), "test", "here").unwrap();
         text.as_str().to_owned()

@@ -3,6 +3,8 @@
 //! - [`child`]: the child-process harness (a test binary re-run as a child);
 //! - `cli` (feature `testing`): the example binaries as child processes;
 //! - `files`: directory listings, private files, polling;
+//! - `random`: a seeded xorshift generator and its seed;
+//! - `session` (feature `testing`): the fake's default account, calls from many threads;
 //! - `stores`: a store from a spec, records, the durable stores' cross-process checks.
 //!
 //! Every test binary compiles all of it and uses a part, hence the one `allow(dead_code)`.
@@ -13,6 +15,9 @@ pub mod child;
 #[cfg(feature = "testing")]
 mod cli;
 mod files;
+mod random;
+#[cfg(feature = "testing")]
+mod session;
 mod stores;
 
 // Re-exported flat (`support::Cli`, `support::listing`), each used by some test binaries only.
@@ -21,5 +26,10 @@ mod stores;
 pub use cli::*;
 #[allow(unused_imports)]
 pub use files::*;
+#[allow(unused_imports)]
+pub use random::*;
+#[cfg(feature = "testing")]
+#[allow(unused_imports)]
+pub use session::*;
 #[allow(unused_imports)]
 pub use stores::*;

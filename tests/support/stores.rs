@@ -382,3 +382,30 @@ pub fn unique_name(prefix: &str) -> String {
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
+
+/// The `record` column of `key` in the SQLite store at `path`, read with a plain connection.
+#[cfg(feature = "sqlite")]
+pub fn sqlite_row(path: &Path, key: &str) -> String {
+    rusqlite::Connection::open(path)
+        .expect("open the database")
+        .query_row(
+            "SELECT record FROM chatapp_tokens WHERE store_key = ?1",
+            [key],
+            |row| row.get(0),
+        )
+        .expect("the row of the key")
+}
+
+/// Writes `text` as the `record` column of `key` in the SQLite store at `path` (a row is
+/// added when there is none), with a plain connection.
+#[cfg(feature = "sqlite")]
+pub fn set_sqlite_row(path: &Path, key: &str, text: &str) {
+    rusqlite::Connection::open(path)
+        .expect("open the database")
+        .execute(
+            "INSERT INTO chatapp_tokens (store_key, record, updated_at) VALUES (?1, ?2, 0) \
+             ON CONFLICT (store_key) DO UPDATE SET record = excluded.record",
+            [key, text],
+        )
+        .expect("write the row");
+}
