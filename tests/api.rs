@@ -3,6 +3,8 @@
 //! downloads under the one-retry rule, `invalidate` and `with_token` for other HTTP clients,
 //! and the events, counted against the server's counters.
 
+mod support;
+
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::sync::{Arc, Barrier, Mutex};
@@ -82,8 +84,7 @@ fn a_path_never_reaches_another_host() {
         other => panic!("the second listener saw a connection: {other:?}"),
     }
     // Nothing was sent at all, not even a tokens.make.
-    let c = server.counters();
-    assert_eq!((c.makes, c.requests), (0, 0));
+    support::assert_counters!(server, makes: 0, requests: 0);
     // A good path still works.
     assert!(session.request("GET", "/v1/licenses", None).is_ok());
 }
@@ -218,8 +219,7 @@ fn a_binary_download_is_retried_once_after_a_server_side_expiry() {
         Some("attachment; filename=\"dot.png\"")
     );
     assert_eq!(reply.body(), png.as_slice());
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.invalid_token_replies), (1, 1, 1));
+    support::assert_counters!(server, makes: 1, refreshes: 1, invalid_token_replies: 1);
 
     // A refusal in the envelope is an error, not bytes.
     match session.call(&Call::new("GET", format!("{CHAT}/nope/file"))) {
@@ -250,8 +250,7 @@ fn a_raw_body_goes_with_its_own_content_type() {
         Err(Error::Api(a)) => assert_eq!(a.status, 400),
         other => panic!("{other:?}"),
     }
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes), (1, 1));
+    support::assert_counters!(server, makes: 1, refreshes: 1);
 }
 
 #[test]
@@ -276,8 +275,7 @@ fn sixteen_threads_reporting_one_dead_token_cause_one_refresh() {
         .map(|t| t.join().expect("thread"))
         .collect();
     assert!(fresh.iter().all(|t| *t == fresh[0] && *t != dead));
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes), (1, 1));
+    support::assert_counters!(server, makes: 1, refreshes: 1);
 
     // The old token reported again: ignored, no refresh.
     session.invalidate(&dead);

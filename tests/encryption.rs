@@ -74,6 +74,21 @@ pub struct Harness<'a> {
     pub set_raw: &'a dyn Fn(&StoreKey, &str),
 }
 
+/// [`check_store`] on a store whose every byte lives in the files of `dir`.
+fn check_store_in(
+    dir: &Path,
+    open: &dyn Fn(Option<Encryption>) -> Box<dyn TokenStore>,
+    raw: &dyn Fn(&StoreKey) -> String,
+    set_raw: &dyn Fn(&StoreKey, &str),
+) {
+    check_store(&Harness {
+        open,
+        written: &|| all_bytes(dir),
+        raw,
+        set_raw,
+    });
+}
+
 fn check_store(h: &Harness<'_>) {
     let server = FakeChatApp::start().unwrap();
     // A login through a session: the store then holds a pair and a ledger.
@@ -157,12 +172,7 @@ fn file_store_keeps_secrets_sealed() {
         v["entries"][k.as_str()] = serde_json::from_str(text).unwrap();
         write_private(&path, v.to_string());
     };
-    check_store(&Harness {
-        open: &open,
-        written: &|| all_bytes(dir.path()),
-        raw: &raw,
-        set_raw: &set_raw,
-    });
+    check_store_in(dir.path(), &open, &raw, &set_raw);
 }
 
 #[test]
@@ -176,12 +186,7 @@ fn sqlite_store_keeps_secrets_sealed() {
     };
     let raw = |k: &StoreKey| -> String { support::sqlite_row(&path, k.as_str()) };
     let set_raw = |k: &StoreKey, text: &str| support::set_sqlite_row(&path, k.as_str(), text);
-    check_store(&Harness {
-        open: &open,
-        written: &|| all_bytes(dir.path()),
-        raw: &raw,
-        set_raw: &set_raw,
-    });
+    check_store_in(dir.path(), &open, &raw, &set_raw);
 }
 
 #[test]

@@ -224,8 +224,7 @@ fn more_faults_on_ordinary_calls_keep_the_pair_and_spend_no_auth_call() {
         );
         session.request("GET", "/v1/licenses", None).unwrap();
     }
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (0, 0, 0));
+    support::assert_counters!(server, makes: 0, refreshes: 0, refreshes_rejected: 0);
 }
 
 /// Every fault on `on` through the CLI: exit 5, one short line naming the call and the
@@ -349,14 +348,12 @@ fn cli_lost_refresh_reply_says_so_and_the_next_call_recovers_with_one_make() {
     );
     assert!(line.contains("will make a new pair"), "{line}");
     assert_eq!(file_record(&server, &path), Some(seeded.clone()));
-    let c = server.counters();
-    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 0, 0));
+    support::assert_counters!(server, refreshes: 1, refreshes_rejected: 0, makes: 0);
 
     // The stored refresh token was rotated away: one rejected refresh, one make, success.
     cli.run(&["call", "GET", "/v1/licenses"])
         .expect_code(0, "after a lost refresh reply");
-    let c = server.counters();
-    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 1, 1));
+    support::assert_counters!(server, refreshes: 1, refreshes_rejected: 1, makes: 1);
     let record = file_record(&server, &path).unwrap();
     assert_ne!(record.pair, seeded.pair);
     assert_eq!(record.makes.len(), 1, "the make is in the ledger");
@@ -366,8 +363,7 @@ fn cli_lost_refresh_reply_says_so_and_the_next_call_recovers_with_one_make() {
         cli.run(&["call", "GET", "/v1/licenses"])
             .expect_code(0, "later calls");
     }
-    let c = server.counters();
-    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 1, 1));
+    support::assert_counters!(server, refreshes: 1, refreshes_rejected: 1, makes: 1);
 }
 
 /// The peak resident memory (KiB) that `/usr/bin/time -f %M` wrote.

@@ -44,8 +44,7 @@ fn makes_once_then_reuses_the_saved_pair() {
         session.request("GET", "/v1/licenses", None).unwrap();
     }
     assert_eq!(session.access_token().unwrap(), first);
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.requests), (1, 0, 5));
+    support::assert_counters!(server, makes: 1, refreshes: 0, requests: 5);
 }
 
 #[test]
@@ -97,8 +96,7 @@ fn strict_rotation_old_refresh_token_is_never_reused() {
         session.request("GET", "/v1/licenses", None).unwrap();
         assert_eq!(server.counters().refreshes, day);
     }
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes_rejected), (1, 0));
+    support::assert_counters!(server, makes: 1, refreshes_rejected: 0);
     // The server really rotated: the first refresh token is dead.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -124,8 +122,7 @@ fn sixteen_threads_on_a_dead_token_cause_one_refresh() {
     for result in support::requests_at_once(&session, 16) {
         result.unwrap();
     }
-    let c = server.counters();
-    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 0, 0));
+    support::assert_counters!(server, refreshes: 1, refreshes_rejected: 0, makes: 0);
 }
 
 #[test]
@@ -135,8 +132,7 @@ fn a_dead_refresh_token_falls_back_to_make() {
     session.request("GET", "/v1/licenses", None).unwrap();
     server.revoke_all();
     session.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (2, 0, 1));
+    support::assert_counters!(server, makes: 2, refreshes: 0, refreshes_rejected: 1);
     assert_eq!(session.status().unwrap().makes_last_24h, 2);
 }
 
@@ -160,8 +156,7 @@ fn a_refresh_token_past_its_end_is_tried_before_a_make() {
     session.access_token().unwrap();
     clock.advance(15 * DAY);
     session.access_token().unwrap();
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (2, 0, 1));
+    support::assert_counters!(server, makes: 2, refreshes: 0, refreshes_rejected: 1);
 }
 
 #[test]
@@ -172,8 +167,7 @@ fn client_side_expiry_refreshes_without_a_refused_call() {
     session.request("GET", "/v1/licenses", None).unwrap();
     clock.advance(DAY - 30); // inside the 60 s margin
     session.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.invalid_token_replies), (1, 1, 0));
+    support::assert_counters!(server, makes: 1, refreshes: 1, invalid_token_replies: 0);
 }
 
 #[test]
@@ -434,8 +428,7 @@ fn a_failed_save_keeps_the_new_pair_in_memory_and_saves_it_next_time() {
         stored_pair(&store, &session).map(|p| p.access),
         Some(in_use)
     );
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (1, 1, 0));
+    support::assert_counters!(server, makes: 1, refreshes: 1, refreshes_rejected: 0);
 }
 
 /// Whether an error is the one a fault should give.
@@ -527,8 +520,7 @@ fn a_lost_refresh_reply_is_reported_then_recovered_by_one_make() {
     assert!(matches!(err, Error::RefreshReplyLost { .. }), "{err:?}");
     assert!(err.to_string().contains("lost"), "{err}");
     session.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (2, 1, 1));
+    support::assert_counters!(server, makes: 2, refreshes: 1, refreshes_rejected: 1);
 }
 
 #[test]

@@ -33,3 +33,15 @@ pub use random::*;
 pub use session::*;
 #[allow(unused_imports)]
 pub use stores::*;
+
+/// Asserts some of a `FakeChatApp`'s counters at once, showing them all when one differs:
+/// `assert_counters!(server, makes: 1, refreshes: 0);`.
+#[allow(unused_macros)]
+macro_rules! assert_counters {
+    ($server:expr, $($field:ident: $value:expr),+ $(,)?) => {{
+        let c = $server.counters();
+        assert_eq!(($(c.$field),+), ($($value),+), "{c:?}");
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use assert_counters;
