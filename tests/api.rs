@@ -4,6 +4,7 @@
 //! and the events, counted against the server's counters.
 
 mod support;
+use support::session_on;
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
@@ -21,16 +22,6 @@ const CHAT: &str = "/v1/licenses/37233/messengers/grWhatsApp/chats/79001234567/m
 
 fn server() -> FakeChatApp {
     FakeChatApp::start().expect("the fake server starts")
-}
-
-fn session_on(server: &FakeChatApp, store: impl TokenStore + 'static) -> Session {
-    Session::builder()
-        .credentials(server.credentials())
-        .store(store)
-        .base_url(server.base_url())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("a session")
 }
 
 /// A session whose events are collected.

@@ -28,6 +28,17 @@ macro_rules! sealed {
     }};
 }
 
+/// A session of `server`'s default account on `store`, on the server's clock.
+fn session_on_clock(server: &FakeChatApp, store: impl TokenStore + 'static) -> Session {
+    Session::builder()
+        .base_url(server.base_url())
+        .credentials(server.credentials())
+        .store(store)
+        .clock(server.clock())
+        .build()
+        .unwrap()
+}
+
 fn key(n: u8) -> EncryptionKey {
     EncryptionKey::from_bytes([n; 32])
 }
@@ -347,13 +358,7 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
         ..StoredRecord::default()
     };
     store.save(&legacy, &old).unwrap();
-    let session = Session::builder()
-        .base_url(server.base_url())
-        .credentials(server.credentials())
-        .store(store.clone())
-        .clock(server.clock())
-        .build()
-        .unwrap();
+    let session = session_on_clock(&server, store.clone());
     assert_ne!(session.store_key(), &legacy);
     assert_eq!(
         session.store_key(),
@@ -385,13 +390,7 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
     };
     store.save(&legacy, &old).unwrap();
     server.revoke_all();
-    let session = Session::builder()
-        .base_url(server.base_url())
-        .credentials(server.credentials())
-        .store(store.clone())
-        .clock(server.clock())
-        .build()
-        .unwrap();
+    let session = session_on_clock(&server, store.clone());
     session.access_token().unwrap();
     let moved = store.load(session.store_key()).unwrap().unwrap();
     assert!(moved.makes.contains(&earlier_make), "{:?}", moved.makes);

@@ -10,16 +10,18 @@ use chatapp_session::StoreError;
 
 use support::{listing, secret_record, write_private};
 
+support::cross_process_tests! {
+    place: {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        (dir, path)
+    },
+    open: |path: &Path| FileStore::new(path)
+}
+
 fn store_in(dir: &tempfile::TempDir) -> (FileStore, PathBuf) {
     let path = dir.path().join("store.json");
     (FileStore::new(&path), path)
-}
-
-/// Plays a child process's part when this binary is re-run by a cross-process test.
-#[test]
-#[ignore = "child process entry: started by this file's cross-process tests"]
-fn child_process() {
-    support::run_child(|path: &Path| FileStore::new(path));
 }
 
 #[test]
@@ -261,13 +263,12 @@ fn the_file_has_the_documented_form() {
 fn unknown_top_level_fields_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = store_in(&dir);
-    let record =
-        chatapp_session::testing::encode_record(&secret_record(1), "test", "here").unwrap();
+    let record = support::codec_text(&secret_record(1));
     write_private(
         &path,
         format!(
             r#"{{"future":[1,{{"x":2}}],"version":1,"entries":{{"k":{}}},"more":null}}"#,
-            *record
+            record
         ),
     );
     assert_eq!(
@@ -350,41 +351,6 @@ fn a_failed_write_keeps_the_last_good_file_and_leaves_no_temporary_file() {
     } else {
         eprintln!("skipped: a read-only directory does not stop this user (root?) from writing");
     }
-}
-
-#[test]
-fn lock_waits_for_another_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = store_in(&dir);
-    support::lock_waits_for_other_process(&store, &path);
-}
-
-#[test]
-fn a_killed_holder_releases_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, path) = store_in(&dir);
-    support::killed_child_releases_lock(|path: &Path| FileStore::new(path), &path);
-}
-
-#[test]
-fn two_processes_increment_without_losing_updates() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = store_in(&dir);
-    support::two_processes_increment(&store, &path);
-}
-
-/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) no longer blocks the
-/// other processes for ever: each waiter ends with `LockTimeout` within its lock timeout + 2 s.
-#[test]
-fn a_stopped_lock_holder_times_out_every_waiter() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
-    let key = StoreKey::new("stopped holder");
-    let mut holder = support::spawn_child("hold-forever", &path, &key);
-    support::wait_until_locked(&mut holder);
-    support::stopped_holder_times_out_every_waiter(holder, &key, || {
-        FileStore::new(&path).with_lock_timeout(support::STOPPED_LOCK_TIMEOUT)
-    });
 }
 
 #[test]

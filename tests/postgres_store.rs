@@ -140,6 +140,21 @@ impl Db {
         raw(&self.direct)
     }
 
+    /// A store whose connections carry an `application_name` of their own, and that name.
+    fn open_named(&self) -> (PostgresStore, String) {
+        let name = unique("app");
+        (PostgresStore::connect(&self.named(&name)).unwrap(), name)
+    }
+
+    /// The first column of the one row `sql` gives, read directly.
+    fn one<T: postgres::types::FromSqlOwned>(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> T {
+        self.raw().query_one(sql, params).unwrap().get(0)
+    }
+
     /// The `record` column under `key`.
     fn raw_record(&self, key: &str) -> Option<String> {
         self.raw()
@@ -205,11 +220,14 @@ fn open_path(conninfo: &Path) -> PostgresStore {
     PostgresStore::connect(conninfo.to_str().unwrap()).unwrap()
 }
 
-/// Plays a child process's part when this binary is re-run by a cross-process test.
-#[test]
-#[ignore = "child process entry: started by this file's cross-process tests"]
-fn child_process() {
-    support::run_child(open_path);
+support::cross_process_tests! {
+    #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
+    place: {
+        let db = Db::new("xproc");
+        let conninfo = std::path::PathBuf::from(&db.conninfo);
+        (db, conninfo)
+    },
+    open: open_path
 }
 
 #[cfg(feature = "testing")]
@@ -229,11 +247,7 @@ fn the_row_holds_the_record_codec_text_and_the_schema_is_versioned() {
     store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
     assert_eq!(
         db.raw_record("k").as_deref(),
-        Some(
-            chatapp_session::testing::encode_record(&secret_record(1), "test", "here")
-                .unwrap()
-                .as_str()
-        )
+        Some(support::codec_text(&secret_record(1)).as_str())
     );
     let mut client = db.raw();
     let row = client
@@ -283,10 +297,7 @@ fn the_row_holds_the_record_codec_text_and_the_schema_is_versioned() {
             s.spawn(|| drop(db.open()));
         }
     });
-    let rows: i64 = client
-        .query_one("SELECT count(*) FROM chatapp_session_schema", &[])
-        .unwrap()
-        .get(0);
+    let rows: i64 = db.one("SELECT count(*) FROM chatapp_session_schema", &[]);
     assert_eq!(rows, 1);
 }
 
@@ -455,17 +466,9 @@ fn a_newer_schema_is_refused() {
     }
     assert_eq!(
         db.raw_record("k").as_deref(),
-        Some(
-            chatapp_session::testing::encode_record(&secret_record(1), "test", "here")
-                .unwrap()
-                .as_str()
-        )
+        Some(support::codec_text(&secret_record(1)).as_str())
     );
-    let version: i32 = db
-        .raw()
-        .query_one("SELECT version FROM chatapp_session_schema", &[])
-        .unwrap()
-        .get(0);
+    let version: i32 = db.one("SELECT version FROM chatapp_session_schema", &[]);
     assert_eq!(version, 99, "the schema version was changed");
 }
 
@@ -473,8 +476,7 @@ fn a_newer_schema_is_refused() {
 #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_lock_dropped_without_saving_leaves_no_row_and_frees_the_lock() {
     let db = Db::new("rollback");
-    let name = unique("app");
-    let store = PostgresStore::connect(&db.named(&name)).unwrap();
+    let (store, name) = db.open_named();
     let key = StoreKey::new("k");
     let guard = store.lock(&key).unwrap();
     drop(guard);
@@ -491,15 +493,11 @@ fn a_lock_dropped_without_saving_leaves_no_row_and_frees_the_lock() {
         .with_lock_timeout(Duration::from_millis(100));
     other.save(&key, &secret_record(2)).unwrap();
     assert_eq!(store.load(&key).unwrap(), Some(secret_record(2)));
-    let idle_in_transaction: i64 = db
-        .raw()
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
+    let idle_in_transaction: i64 = db.one(
+        "SELECT count(*) FROM pg_stat_activity \
              WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
-            &[&name],
-        )
-        .unwrap()
-        .get(0);
+        &[&name],
+    );
     assert_eq!(idle_in_transaction, 0);
 }
 
@@ -598,8 +596,7 @@ fn a_lock_held_elsewhere_past_the_lock_timeout_is_a_lock_timeout() {
 fn a_broken_connection_is_opened_again() {
     let _ = env_logger::builder().is_test(true).try_init();
     let db = Db::new("reconnect");
-    let name = unique("app");
-    let store = PostgresStore::connect(&db.named(&name)).unwrap();
+    let (store, name) = db.open_named();
     let key = StoreKey::new("k");
     store.save(&key, &secret_record(1)).unwrap();
 
@@ -619,8 +616,7 @@ fn a_broken_connection_is_opened_again() {
 #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_holder_whose_connection_dies_releases_the_lock_and_saves_nothing() {
     let db = Db::new("holderdies");
-    let name = unique("app");
-    let store = PostgresStore::connect(&db.named(&name)).unwrap();
+    let (store, name) = db.open_named();
     let key = StoreKey::new("k");
     store.save(&key, &secret_record(1)).unwrap();
     let mut guard = store.lock(&key).unwrap();
@@ -643,30 +639,6 @@ fn a_holder_whose_connection_dies_releases_the_lock_and_saves_nothing() {
     // The store connects again for the next lock.
     store.save(&key, &secret_record(3)).unwrap();
     assert_eq!(other.load(&key).unwrap(), Some(secret_record(3)));
-}
-
-#[test]
-#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
-fn lock_waits_for_another_process() {
-    let db = Db::new("xhold");
-    let store = db.open();
-    support::lock_waits_for_other_process(&store, Path::new(&db.conninfo));
-}
-
-#[test]
-#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
-fn a_killed_holder_releases_the_lock() {
-    let db = Db::new("xkill");
-    drop(db.open());
-    support::killed_child_releases_lock(open_path, Path::new(&db.conninfo));
-}
-
-#[test]
-#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
-fn two_processes_increment_without_losing_updates() {
-    let db = Db::new("xinc");
-    let store = db.open();
-    support::two_processes_increment(&store, Path::new(&db.conninfo));
 }
 
 #[test]
@@ -711,36 +683,51 @@ fn tls_verifies_the_server_certificate() {
     }
     // Without our CA the certificate is not trusted: TLS is verified, never just "on".
     for mode in ["require", "verify-full"] {
-        match PostgresStore::connect(&format!("{} sslmode={mode}", db.conninfo)) {
-            Err(e @ StoreError::Unavailable { .. }) => {
-                let text = e.to_string();
-                assert!(
-                    text.contains("TLS") || text.contains("certificate"),
-                    "{text}"
-                );
-            }
-            other => panic!("{mode} with an unknown CA gave {other:?}"),
-        }
+        let e = refusal(&format!("{} sslmode={mode}", db.conninfo));
+        let text = e.to_string();
+        assert!(
+            matches!(e, StoreError::Unavailable { .. })
+                && (text.contains("TLS") || text.contains("certificate")),
+            "{mode} with an unknown CA gave {e:?}"
+        );
     }
-    // A name the certificate does not carry (the same server, reached by address).
-    match PostgresStore::connect(&format!(
+    // A name the certificate does not carry (the same server, reached by address), and a CA
+    // file that is not there: (conninfo, error variant, what its message names, what).
+    let wrong_host = format!(
         "{} host=chatapp-session.invalid hostaddr=127.0.0.1 sslmode=verify-full sslrootcert='{ca}'",
         db.conninfo
-    )) {
-        Err(e @ StoreError::Unavailable { .. }) => {
-            assert!(e.to_string().contains("certificate"), "{e}")
-        }
-        other => panic!("a wrong host name gave {other:?}"),
-    }
-    // A CA file that is not there.
-    match PostgresStore::connect(&format!(
+    );
+    let no_ca = format!(
         "{} sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
         db.conninfo
-    )) {
-        Err(e @ StoreError::Backend { .. }) => {
-            assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}")
-        }
-        other => panic!("a missing sslrootcert gave {other:?}"),
+    );
+    for (conninfo, variant, named, what) in [
+        (
+            wrong_host,
+            "Unavailable",
+            "certificate",
+            "a wrong host name",
+        ),
+        (
+            no_ca,
+            "Backend",
+            "/nonexistent/ca.pem",
+            "a missing sslrootcert",
+        ),
+    ] {
+        let e = refusal(&conninfo);
+        assert!(
+            format!("{e:?}").starts_with(variant) && e.to_string().contains(named),
+            "{what} gave {e:?}"
+        );
+    }
+}
+
+/// The error of a connection that must fail.
+fn refusal(conninfo: &str) -> StoreError {
+    match PostgresStore::connect(conninfo) {
+        Err(e) => e,
+        Ok(store) => panic!("connected: {store:?}"),
     }
 }
 
@@ -772,21 +759,6 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
         assert!(acquired >= released);
     });
     assert_eq!(holder.load(&key).unwrap(), Some(secret_record(1)));
-}
-
-/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) keeps its row lock, but
-/// each waiter ends with `LockTimeout` within its lock timeout + 2 s.
-#[test]
-#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
-fn a_stopped_lock_holder_times_out_every_waiter() {
-    let db = Db::new("xstop");
-    drop(db.open());
-    let key = StoreKey::new("stopped holder");
-    let mut holder = support::spawn_child("hold-forever", Path::new(&db.conninfo), &key);
-    support::wait_until_locked(&mut holder);
-    support::stopped_holder_times_out_every_waiter(holder, &key, || {
-        db.open().with_lock_timeout(support::STOPPED_LOCK_TIMEOUT)
-    });
 }
 
 #[test]

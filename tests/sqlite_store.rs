@@ -15,15 +15,17 @@ fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).unwrap()
 }
 
-fn db_in(dir: &tempfile::TempDir) -> PathBuf {
-    dir.path().join("tokens.db")
+support::cross_process_tests! {
+    place: {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_in(&dir);
+        (dir, path)
+    },
+    open: open
 }
 
-/// Plays a child process's part when this binary is re-run by a cross-process test.
-#[test]
-#[ignore = "child process entry: started by this file's cross-process tests"]
-fn child_process() {
-    support::run_child(open);
+fn db_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("tokens.db")
 }
 
 #[cfg(feature = "testing")]
@@ -36,9 +38,7 @@ fn the_row_holds_the_record_codec_text() {
     let text = sqlite_row(&path, "k");
     assert_eq!(
         text.as_str(),
-        chatapp_session::testing::encode_record(&secret_record(1), "test", "here")
-            .unwrap()
-            .as_str()
+        support::codec_text(&secret_record(1)).as_str()
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
@@ -188,8 +188,7 @@ fn a_newer_schema_is_refused() {
         other => panic!("open gave {other:?}"),
     }
     assert_eq!(sqlite_row(&path, "k"), {
-        let text =
-            chatapp_session::testing::encode_record(&secret_record(1), "test", "here").unwrap();
+        let text = support::codec_text(&secret_record(1));
         text.as_str().to_owned()
     });
 }
@@ -286,45 +285,6 @@ fn a_huge_lock_timeout_is_capped_not_a_panic() {
         Duration::from_secs(30),
         "the default lock timeout is the default HTTP timeout"
     );
-}
-
-#[test]
-fn lock_waits_for_another_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
-    let store = open(&path);
-    support::lock_waits_for_other_process(&store, &path);
-}
-
-#[test]
-fn a_killed_holder_releases_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
-    drop(open(&path));
-    support::killed_child_releases_lock(open, &path);
-}
-
-#[test]
-fn two_processes_increment_without_losing_updates() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
-    let store = open(&path);
-    support::two_processes_increment(&store, &path);
-}
-
-/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM): each waiter ends with
-/// `LockTimeout` within its lock timeout + 2 s (SQLite's old 10 s busy timeout is gone).
-#[test]
-fn a_stopped_lock_holder_times_out_every_waiter() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
-    drop(open(&path));
-    let key = StoreKey::new("stopped holder");
-    let mut holder = support::spawn_child("hold-forever", &path, &key);
-    support::wait_until_locked(&mut holder);
-    support::stopped_holder_times_out_every_waiter(holder, &key, || {
-        open(&path).with_lock_timeout(support::STOPPED_LOCK_TIMEOUT)
-    });
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Sessions against `FakeChatApp`: its default account, and calls from many threads at once.
 
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
-use chatapp_session::testing::{DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
+use chatapp_session::store::TokenStore;
+use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
 use chatapp_session::{Credentials, Error, Session};
 
 /// The credentials of a `FakeChatApp`'s default account, where no server is at hand (a child
@@ -31,4 +33,15 @@ pub fn requests_at_once(
         .into_iter()
         .map(|h| h.join().expect("a calling thread panicked"))
         .collect()
+}
+
+/// A session of `server`'s default account on `store`, with a 5 s HTTP timeout.
+pub fn session_on(server: &FakeChatApp, store: impl TokenStore + 'static) -> Session {
+    Session::builder()
+        .credentials(server.credentials())
+        .store(store)
+        .base_url(server.base_url())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a session")
 }

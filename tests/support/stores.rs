@@ -409,3 +409,10 @@ pub fn set_sqlite_row(path: &Path, key: &str, text: &str) {
         )
         .expect("write the row");
 }
+
+/// The text the record codec writes for `record` (what the stores keep, unencrypted).
+#[cfg(feature = "testing")]
+pub fn codec_text(record: &StoredRecord) -> String {
+    let text = chatapp_session::testing::encode_record(record, "test", "here");
+    text.expect("the record encodes").to_string()
+}
