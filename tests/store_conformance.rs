@@ -5,6 +5,19 @@
 //! `conformance_run_all`), which need the keyring or the server their environment gives.
 //! A new store: one more `conformance_tests!` line below.
 
+/// One test per named check, on a store that `$open` (a `Fn() -> Store`) opens.
+macro_rules! checks {
+    ($open:expr; $($check:ident),+) => {
+        $(
+            #[test]
+            fn $check() {
+                let open = $open;
+                conformance::$check(&open());
+            }
+        )+
+    };
+}
+
 /// Generates a test module running every conformance check against the store that `$open`
 /// (an expression evaluated once per test, returning a `Fn() -> Store`) opens. Every store
 /// here is durable (a clone of a `MemoryStore` shares its map), so `survives_reopen` applies.
@@ -16,64 +29,23 @@ macro_rules! conformance_tests {
             use super::*;
             use chatapp_session::store::conformance;
 
-            #[test]
-            fn empty_load() {
-                let open = $open;
-                conformance::empty_load(&open());
-            }
-
-            #[test]
-            fn save_then_load() {
-                let open = $open;
-                conformance::save_then_load(&open());
-            }
-
-            #[test]
-            fn overwrite() {
-                let open = $open;
-                conformance::overwrite(&open());
-            }
-
-            #[test]
-            fn clear_is_idempotent_and_keeps_ledger() {
-                let open = $open;
-                conformance::clear_is_idempotent_and_keeps_ledger(&open());
-            }
-
-            #[test]
-            fn keys_isolated() {
-                let open = $open;
-                conformance::keys_isolated(&open());
-            }
-
-            #[test]
-            fn keys_are_listed() {
-                let open = $open;
-                conformance::keys_are_listed(&open());
-            }
+            checks!(
+                $open;
+                empty_load,
+                save_then_load,
+                overwrite,
+                clear_is_idempotent_and_keeps_ledger,
+                keys_isolated,
+                keys_are_listed,
+                concurrent_saves,
+                lock_excludes_second_holder,
+                lock_then_load_sees_saved
+            );
 
             #[test]
             fn survives_reopen() {
                 let open = $open;
                 conformance::survives_reopen(&open);
-            }
-
-            #[test]
-            fn concurrent_saves() {
-                let open = $open;
-                conformance::concurrent_saves(&open());
-            }
-
-            #[test]
-            fn lock_excludes_second_holder() {
-                let open = $open;
-                conformance::lock_excludes_second_holder(&open());
-            }
-
-            #[test]
-            fn lock_then_load_sees_saved() {
-                let open = $open;
-                conformance::lock_then_load_sees_saved(&open());
             }
         }
     };
