@@ -287,12 +287,17 @@ pub enum Error {
         /// What was wrong (never the body itself).
         detail: String,
     },
-    /// The exchange took longer than the configured timeout.
+    /// The exchange took longer than the configured timeout allows: one of its phases ran
+    /// past its share of it.
     #[error("{endpoint}: no reply within {after:?}{}", delivery.suffix())]
     Timeout {
         /// The call concerned.
         endpoint: Endpoint,
-        /// The timeout in force.
+        /// The bound that expired: with the crate's transport, the share of the timeout of the
+        /// phase that ran out (the wait for the reply's headers has half of it, connecting a
+        /// tenth, reading the reply's body three twentieths; see
+        /// [`SessionBuilder::timeout`](crate::SessionBuilder::timeout)), or the whole timeout
+        /// when the phase is not known.
         after: Duration,
         /// Whether the request may have reached the server.
         delivery: Delivery,

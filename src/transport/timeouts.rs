@@ -73,6 +73,20 @@ impl PhaseBudgets {
         }
     }
 
+    /// The budget of the phase whose bound `expired`; `None` for a bound this split does not
+    /// set (ureq's whole-exchange, per-call and per-read bounds).
+    pub(crate) fn of(&self, expired: ureq::Timeout) -> Option<Duration> {
+        match expired {
+            ureq::Timeout::Resolve => self.resolve,
+            ureq::Timeout::Connect => Some(self.connect),
+            ureq::Timeout::SendRequest => Some(self.send_request),
+            ureq::Timeout::SendBody => Some(self.send_body),
+            ureq::Timeout::RecvResponse => Some(self.recv_response),
+            ureq::Timeout::RecvBody => Some(self.recv_body),
+            _ => None,
+        }
+    }
+
     /// The longest an exchange can take: the sum of the budgets.
     #[cfg(test)]
     pub(crate) fn total(&self) -> Duration {

@@ -28,6 +28,8 @@ const USER_AGENT: &str = concat!("chatapp-session/", env!("CARGO_PKG_VERSION"));
 pub(crate) struct UreqTransport {
     agent: ureq::Agent,
     config: TransportConfig,
+    /// How `config.timeout` is split among the phases of an exchange.
+    budgets: PhaseBudgets,
     /// The clock the server's `Date` is compared with.
     clock: SessionClock,
     /// The server's clock minus `clock`, from the latest reply that had a `Date`.
@@ -122,6 +124,7 @@ impl UreqTransport {
         Ok(UreqTransport {
             agent,
             config,
+            budgets,
             clock,
             offset: Mutex::new(None),
         })
@@ -247,9 +250,9 @@ impl UreqTransport {
             Delivery::MaybeSent
         };
         match e {
-            ureq::Error::Timeout(_) => Error::Timeout {
+            ureq::Error::Timeout(phase) => Error::Timeout {
                 endpoint,
-                after: self.config.timeout,
+                after: self.expired(Some(phase)),
                 delivery,
             },
             ureq::Error::Io(io) if !is_timeout(&io) => Error::Network {
@@ -258,9 +261,9 @@ impl UreqTransport {
                 retry_at: None,
                 source: Box::new(io),
             },
-            ureq::Error::Io(_) => Error::Timeout {
+            ureq::Error::Io(io) => Error::Timeout {
                 endpoint,
-                after: self.config.timeout,
+                after: self.expired(timeout_phase(&io)),
                 delivery,
             },
             other => Error::Network {
@@ -272,12 +275,21 @@ impl UreqTransport {
         }
     }
 
+    /// The bound that expired: the budget of `phase`, or the whole timeout when the phase is
+    /// not known (a socket timeout that ureq did not name), which bounds every phase too.
+    fn expired(&self, phase: Option<ureq::Timeout>) -> std::time::Duration {
+        phase
+            .and_then(|phase| self.budgets.of(phase))
+            .unwrap_or(self.config.timeout)
+    }
+
     /// A failure while the reply's body was read: the request was sent.
     fn map_io(&self, endpoint: Endpoint, e: std::io::Error) -> Error {
         if is_timeout(&e) {
             Error::Timeout {
                 endpoint,
-                after: self.config.timeout,
+                // Reading a body: that phase's bound, unless ureq names another.
+                after: self.expired(timeout_phase(&e).or(Some(ureq::Timeout::RecvBody))),
                 delivery: Delivery::MaybeSent,
             }
         } else {
@@ -294,10 +306,15 @@ impl UreqTransport {
 /// Whether an io error is a timeout (ureq reports its own timeouts inside io errors while a
 /// body is read).
 fn is_timeout(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::TimedOut
-        || e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+    e.kind() == std::io::ErrorKind::TimedOut || timeout_phase(e).is_some()
+}
+
+/// The phase whose bound expired, when `e` is ureq's timeout inside an io error.
+fn timeout_phase(e: &std::io::Error) -> Option<ureq::Timeout> {
+    match e.get_ref()?.downcast_ref::<ureq::Error>()? {
+        ureq::Error::Timeout(phase) => Some(*phase),
+        _ => None,
+    }
 }
 
 /// Whether ureq's error kind alone proves the request never left this machine: the name
@@ -546,6 +563,57 @@ mod tests {
             assert_eq!((t.global, t.per_call), (None, None), "{url}");
             assert_eq!(t.resolve, lookup.then_some(Duration::from_secs(2)), "{url}");
             assert_eq!(t.recv_response, Some(Duration::from_secs(10)), "{url}");
+        }
+    }
+
+    /// A server on 127.0.0.1 that accepts connections, reads what it is sent and answers
+    /// `reply` (nothing when empty) on each, keeping it open; its base URL.
+    fn stalling_server(reply: &'static [u8]) -> String {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = std::io::Read::read(&mut conn, &mut buf);
+                    let _ = conn.write_all(reply);
+                    std::thread::sleep(Duration::from_secs(10));
+                });
+            }
+        });
+        base
+    }
+
+    #[test]
+    fn a_timeout_reports_the_bound_of_the_phase_that_expired() {
+        let timeout = Duration::from_secs(1);
+        for (reply, phase, share) in [
+            // No reply at all: the wait for the reply's headers (1/2) ran out.
+            (&b""[..], "recv_response", timeout / 2),
+            // Headers, then a body that never comes: reading the body (3/20) ran out.
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"[..],
+                "recv_body",
+                timeout / 20 * 3,
+            ),
+        ] {
+            let mut config = TransportConfig::new(stalling_server(reply));
+            config.timeout = timeout;
+            let transport = UreqTransport::new(config).unwrap();
+            let started = std::time::Instant::now();
+            let result = transport.send(&AccessToken::new("t"), "GET", "/v1/licenses", None);
+            let took = started.elapsed();
+            match result {
+                Err(Error::Timeout {
+                    endpoint: Endpoint::Request,
+                    after,
+                    ..
+                }) => assert_eq!(after, share, "{phase}"),
+                other => panic!("{phase}: {other:?}"),
+            }
+            // A bound under a second is kept exact: it cannot expire early.
+            assert!(took >= share, "{phase}: {took:?}");
         }
     }
 

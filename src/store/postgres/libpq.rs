@@ -26,46 +26,33 @@ pub(crate) fn apply_environment(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     let var = |name: &str| env(name).filter(|v| !v.is_empty());
-    if config.get_hosts().is_empty() {
-        if let Some(hosts) = var("PGHOST") {
-            for host in hosts.split(',') {
-                config.host(host);
-            }
+    // The variable `name`, when the connection string left the setting out (`given` false).
+    let unless = |given: bool, name: &str| if given { None } else { var(name) };
+    if let Some(hosts) = unless(!config.get_hosts().is_empty(), "PGHOST") {
+        for host in hosts.split(',') {
+            config.host(host);
         }
     }
-    if config.get_ports().is_empty() {
-        if let Some(port) = var("PGPORT") {
-            let port: u16 = port.parse().map_err(|_| "PGPORT is not a port number")?;
-            config.port(port);
-        }
+    if let Some(port) = unless(!config.get_ports().is_empty(), "PGPORT") {
+        config.port(port.parse().map_err(|_| "PGPORT is not a port number")?);
     }
-    if config.get_user().is_none() {
-        if let Some(user) = var("PGUSER") {
-            config.user(&user);
-        }
+    if let Some(user) = unless(config.get_user().is_some(), "PGUSER") {
+        config.user(&user);
     }
-    if config.get_dbname().is_none() {
-        if let Some(db) = var("PGDATABASE") {
-            config.dbname(&db);
-        }
+    if let Some(db) = unless(config.get_dbname().is_some(), "PGDATABASE") {
+        config.dbname(&db);
     }
-    if config.get_options().is_none() {
-        if let Some(options) = var("PGOPTIONS") {
-            config.options(&options);
-        }
+    if let Some(options) = unless(config.get_options().is_some(), "PGOPTIONS") {
+        config.options(&options);
     }
-    if config.get_application_name().is_none() {
-        if let Some(name) = var("PGAPPNAME") {
-            config.application_name(&name);
-        }
+    if let Some(name) = unless(config.get_application_name().is_some(), "PGAPPNAME") {
+        config.application_name(&name);
     }
-    if config.get_connect_timeout().is_none() {
-        if let Some(secs) = var("PGCONNECT_TIMEOUT") {
-            let secs: u64 = secs
-                .parse()
-                .map_err(|_| "PGCONNECT_TIMEOUT is not a number of seconds")?;
-            config.connect_timeout(Duration::from_secs(secs.max(2)));
-        }
+    if let Some(secs) = unless(config.get_connect_timeout().is_some(), "PGCONNECT_TIMEOUT") {
+        let secs: u64 = secs
+            .parse()
+            .map_err(|_| "PGCONNECT_TIMEOUT is not a number of seconds")?;
+        config.connect_timeout(Duration::from_secs(secs.max(2)));
     }
     if config.get_password().is_some() {
         return Ok(());
