@@ -476,6 +476,8 @@ struct Run {
     log_seen: usize,
     log: Vec<TokenEvent>,
     final_lines: Vec<Option<String>>,
+    /// The store's own small tmpfs, when there is one: a full disk is then a real one.
+    disk: Option<RealDisk>,
 }
 
 /// What a run found, for the report.
@@ -574,6 +576,7 @@ impl Run {
             log_seen: 0,
             log: Vec::new(),
             final_lines: vec![None; cfg.processes],
+            disk: None,
         };
         // The first pair: a login by the parent (its clock is the server's), as an operator
         // would before starting the fleet. It is the "1" of invariant 3.
@@ -793,7 +796,10 @@ impl Run {
             Kind::DiskFull => {
                 let ticks = 1 + self.rng.below(3);
                 if self.disk_until.is_none() {
-                    self.control.disk_full = true;
+                    match &self.disk {
+                        Some(disk) => disk.fill(),
+                        None => self.control.disk_full = true,
+                    }
                     self.disk_until = Some(self.tick + ticks);
                     self.disk_spans.push((self.control.now, i64::MAX));
                     self.event(format!("disk full for {ticks} ticks"));
@@ -844,7 +850,10 @@ impl Run {
         }
         if self.disk_until.is_some_and(|until| all || until <= tick) {
             self.disk_until = None;
-            self.control.disk_full = false;
+            match &self.disk {
+                Some(disk) => disk.empty(),
+                None => self.control.disk_full = false,
+            }
             if let Some(span) = self.disk_spans.last_mut() {
                 span.1 = self.control.now;
             }
@@ -1401,6 +1410,68 @@ fn child_line(raw: &[u8]) -> String {
     line.strip_prefix(LIBTEST_PREFIX).unwrap_or(line).to_owned()
 }
 
+/// A small tmpfs mounted on the store's directory (as root, on Linux): a full disk is a
+/// filler file written until `ENOSPC`, and room again is that file removed. Unmounted when
+/// dropped, after the run's children are gone (a field of `Run`, dropped after its `Drop`).
+struct RealDisk {
+    mount: PathBuf,
+}
+
+impl RealDisk {
+    /// Mounts a 32 MiB tmpfs on `dir` (empty so far), or `None` where that is not possible.
+    fn mount(dir: &Path) -> Option<RealDisk> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !root || !cfg!(target_os = "linux") {
+            return None;
+        }
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| RealDisk {
+            mount: dir.to_owned(),
+        })
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.mount.join("filler")
+    }
+
+    /// Fills the disk to the last byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.filler()).expect("the filler file");
+        for block in [64 * 1024, 512, 1] {
+            let bytes = vec![0u8; block];
+            while f.write_all(&bytes).is_ok() {}
+        }
+        let _ = f.sync_all();
+        let probe = self.mount.join("probe");
+        let written = std::fs::write(&probe, b"x");
+        let _ = std::fs::remove_file(&probe);
+        assert!(
+            written.is_err(),
+            "the tmpfs still takes a write once filled"
+        );
+    }
+
+    /// Room again.
+    fn empty(&self) {
+        std::fs::remove_file(self.filler()).expect("removing the filler");
+    }
+}
+
+impl Drop for RealDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
 /// Every thread's stack of process `pid`, by gdb when it is installed (else a note).
 fn backtraces(pid: u32) -> String {
     match Command::new("gdb")
@@ -1432,7 +1503,22 @@ fn signal(child: &Child, sig: &str) {
 fn soak(kind: &'static str, spec: String, cfg: Config, all_kinds: bool) -> Figures {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch_dir();
-    let run = Run::new(kind, spec, cfg, dir.path());
+    // A real full disk where the store is a file and we may mount one; else the wrapper.
+    let disk = spec
+        .strip_prefix("file:")
+        .or_else(|| spec.strip_prefix("sqlite:"))
+        .and_then(|path| RealDisk::mount(Path::new(path).parent()?));
+    let real_disk = disk.is_some();
+    let mut run = Run::new(kind, spec, cfg, dir.path());
+    run.disk = disk;
+    eprintln!(
+        "soak {kind}: a full disk is {}",
+        if real_disk {
+            "the store's own 32 MiB tmpfs, filled to the last byte"
+        } else {
+            "a store wrapper whose saves fail (no tmpfs: not root, or not a file store)"
+        }
+    );
     let lines = run.output_lines.clone();
     let started = Instant::now();
     let figures = run.soak();
@@ -1458,12 +1544,12 @@ fn soak(kind: &'static str, spec: String, cfg: Config, all_kinds: bool) -> Figur
     figures
 }
 
-/// The short soak of the normal suite: 3 processes x 2 threads, 20 simulated days of faults
+/// The short soak of the normal suite: 3 processes x 2 threads, 15 simulated days of faults
 /// (an hour a tick, 60 ms a tick) and a quiet day: about a minute per store.
 const SHORT: Config = Config {
     processes: 3,
     threads: 2,
-    days: 20,
+    days: 15,
     tick_secs: 3600,
     tick_ms: 60,
 };

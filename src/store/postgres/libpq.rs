@@ -39,6 +39,13 @@ pub(crate) fn apply_environment(
     if let Some(user) = unless(config.get_user().is_some(), "PGUSER") {
         config.user(&user);
     }
+    if config.get_user().is_none() {
+        // As libpq (and the postgres crate when it connects): the OS user's name, so that
+        // the password file is searched for the user that will log in.
+        if let Ok(name) = whoami::username() {
+            config.user(&name);
+        }
+    }
     if let Some(db) = unless(config.get_dbname().is_some(), "PGDATABASE") {
         config.dbname(&db);
     }
@@ -112,7 +119,10 @@ fn password_from_file(path: &Path, config: &Config) -> Result<Option<Zeroizing<S
         .copied()
         .unwrap_or(5432)
         .to_string();
-    let user = config.get_user().unwrap_or_default();
+    let Some(user) = config.get_user() else {
+        // No user name at all (not even the OS user's): no line can be meant for it.
+        return Ok(None);
+    };
     let dbname = config.get_dbname().unwrap_or(user);
     let wanted = [host.as_str(), port.as_str(), dbname, user];
     for line in text.lines() {
@@ -249,6 +259,15 @@ mod tests {
         assert_eq!(config.get_ports(), &[6543]);
         assert_eq!(config.get_dbname(), Some("tokens"));
         assert_eq!(config.get_password(), Some(&b"pw"[..]));
+    }
+
+    #[test]
+    fn with_no_user_given_the_os_user_logs_in_and_is_looked_up() {
+        let mut config: Config = "host=db".parse().unwrap();
+        apply_environment(&mut config, &env_of(&[])).unwrap();
+        let os_user = whoami::username().unwrap();
+        assert!(!os_user.is_empty());
+        assert_eq!(config.get_user(), Some(os_user.as_str()));
     }
 
     #[test]
