@@ -101,8 +101,10 @@ pub fn wait_for_line(child: &mut Child, text: &str, limit: Duration) {
     let want = text.to_owned();
     thread::spawn(move || {
         let mut seen = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !seen && line.contains(want.as_str()) {
+        // Bytes, not `lines()`: a line that is not UTF-8 must not end the reading (the
+        // child would then fail writing to a closed pipe).
+        for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+            if !seen && String::from_utf8_lossy(&line).contains(want.as_str()) {
                 seen = true;
                 let _ = tx.send(());
             }
