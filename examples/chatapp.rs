@@ -303,6 +303,7 @@ fn open_store(
         }
     };
     match kind {
+        #[cfg(feature = "memory")]
         "memory" => Ok((Box::new(chatapp_session::store::MemoryStore::new()), false)),
         "file" => {
             need_arg("a PATH")?;
@@ -334,7 +335,7 @@ fn open_store(
         }
         // Reached only for the stores whose feature is off in this build.
         #[allow(unreachable_patterns)]
-        "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(
+        "memory" | "sqlite" | "keyring" | "postgres" => Err(Failure::usage(format!(
             "store {kind}: this build lacks the `{kind}` cargo feature"
         ))),
         other => Err(Failure::usage(format!(

@@ -8,7 +8,7 @@
 //!
 //! ## Usage
 //! ```
-//! # #[cfg(feature = "testing")] {
+//! # #[cfg(all(feature = "testing", feature = "memory"))] {
 //! use chatapp_session::store::MemoryStore;
 //! use chatapp_session::testing::FakeChatApp;
 //! use chatapp_session::Session;
@@ -44,10 +44,10 @@
 //! typed. No error, `Debug` output or log line of this crate contains a token or a password.
 //!
 //! ## Features
-//! `memory` (default): [`store::MemoryStore`]. `file`: `store::FileStore`. `sqlite`:
-//! `store::SqliteStore`. `keyring`: `store::KeyringStore` (the OS keyring). `postgres`:
-//! `store::PostgresStore`. `testing`: `testing::FakeChatApp`, `testing::ManualClock` and
-//! `store::conformance`.
+//! `memory` (default): `store::MemoryStore` (without it, a session given no store still keeps
+//! its pair in memory). `file`: `store::FileStore`. `sqlite`: `store::SqliteStore`. `keyring`:
+//! `store::KeyringStore` (the OS keyring). `postgres`: `store::PostgresStore`. `testing`:
+//! `testing::FakeChatApp`, `testing::ManualClock` and `store::conformance`.
 //!
 //! ## Logging
 //! The crate logs through [`log`](https://docs.rs/log): `info` for refreshes and makes,

@@ -3,6 +3,9 @@
 //! downloads under the one-retry rule, `invalidate` and `with_token` for other HTTP clients,
 //! and the events, counted against the server's counters.
 
+mod support;
+use support::session_on;
+
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::sync::{Arc, Barrier, Mutex};
@@ -19,16 +22,6 @@ const CHAT: &str = "/v1/licenses/37233/messengers/grWhatsApp/chats/79001234567/m
 
 fn server() -> FakeChatApp {
     FakeChatApp::start().expect("the fake server starts")
-}
-
-fn session_on(server: &FakeChatApp, store: impl TokenStore + 'static) -> Session {
-    Session::builder()
-        .credentials(server.credentials())
-        .store(store)
-        .base_url(server.base_url())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("a session")
 }
 
 /// A session whose events are collected.
@@ -82,8 +75,7 @@ fn a_path_never_reaches_another_host() {
         other => panic!("the second listener saw a connection: {other:?}"),
     }
     // Nothing was sent at all, not even a tokens.make.
-    let c = server.counters();
-    assert_eq!((c.makes, c.requests), (0, 0));
+    support::assert_counters!(server, makes: 0, requests: 0);
     // A good path still works.
     assert!(session.request("GET", "/v1/licenses", None).is_ok());
 }
@@ -218,8 +210,7 @@ fn a_binary_download_is_retried_once_after_a_server_side_expiry() {
         Some("attachment; filename=\"dot.png\"")
     );
     assert_eq!(reply.body(), png.as_slice());
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.invalid_token_replies), (1, 1, 1));
+    support::assert_counters!(server, makes: 1, refreshes: 1, invalid_token_replies: 1);
 
     // A refusal in the envelope is an error, not bytes.
     match session.call(&Call::new("GET", format!("{CHAT}/nope/file"))) {
@@ -250,8 +241,7 @@ fn a_raw_body_goes_with_its_own_content_type() {
         Err(Error::Api(a)) => assert_eq!(a.status, 400),
         other => panic!("{other:?}"),
     }
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes), (1, 1));
+    support::assert_counters!(server, makes: 1, refreshes: 1);
 }
 
 #[test]
@@ -276,8 +266,7 @@ fn sixteen_threads_reporting_one_dead_token_cause_one_refresh() {
         .map(|t| t.join().expect("thread"))
         .collect();
     assert!(fresh.iter().all(|t| *t == fresh[0] && *t != dead));
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes), (1, 1));
+    support::assert_counters!(server, makes: 1, refreshes: 1);
 
     // The old token reported again: ignored, no refresh.
     session.invalidate(&dead);

@@ -11,16 +11,18 @@
 //! `ManualClock` to it before calling.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::Duration;
 
 use chatapp_session::store::TokenStore;
 use chatapp_session::testing::ManualClock;
-use chatapp_session::testing::{
-    Counters, FakeChatApp, Rotation, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
-};
+use chatapp_session::testing::{Counters, FakeChatApp, Rotation};
 use chatapp_session::Clock;
-use chatapp_session::{Credentials, Session};
+use chatapp_session::Session;
+
+mod support;
+use support::child::{self, Params};
+use support::open_store;
 
 const HOUR: i64 = 3_600;
 const DAY: i64 = 24 * HOUR;
@@ -42,9 +44,6 @@ const T0: i64 = 1_750_000_000;
 
 const PROCESSES: usize = 4;
 const THREADS_PER_PROCESS: usize = CALLERS / PROCESSES;
-const CHILD_ENV: &str = "CHATAPP_AUTH_EFFICIENCY_CHILD";
-const STORE_ENV: &str = "CHATAPP_AUTH_EFFICIENCY_STORE";
-const BASE_ENV: &str = "CHATAPP_AUTH_EFFICIENCY_BASE";
 /// Starts a child's answer to a tick (the test harness may print on the same line before it).
 const DONE: &str = "tick-done ";
 
@@ -85,11 +84,7 @@ fn server(clock: &ManualClock) -> FakeChatApp {
 
 fn session(base_url: &str, clock: &ManualClock, store: Box<dyn TokenStore>) -> Session {
     Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
+        .credentials(support::default_credentials())
         .store(store)
         .base_url(base_url)
         .clock(clock.clone())
@@ -150,29 +145,17 @@ fn thirty_days_of_eight_threads_cost_one_make_and_one_refresh_per_lifetime() {
     assert_minimum("one process, 8 threads", &server.counters());
 }
 
-/// Opens a store from a spec (`file:PATH`, `sqlite:PATH`).
-fn open_store(spec: &str) -> Box<dyn TokenStore> {
-    let (kind, path) = spec.split_once(':').unwrap();
-    match kind {
-        "file" => Box::new(chatapp_session::store::FileStore::new(path)),
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Box::new(chatapp_session::store::SqliteStore::open(path).unwrap()),
-        other => panic!("store {other} not built in"),
-    }
-}
-
 /// The child: for every `tick SECS` line on stdin, sets its clock to SECS, calls from
 /// `THREADS_PER_PROCESS` threads at once, and answers `tick-done N-ERRORS [first error]`.
 #[test]
+#[ignore = "child process entry: started by this file's tests"]
 fn child_process() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
+    child::entry("child_process");
     let clock = ManualClock::new(0);
     let session = session(
-        &std::env::var(BASE_ENV).unwrap(),
+        &child::param("base"),
         &clock,
-        open_store(&std::env::var(STORE_ENV).unwrap()),
+        open_store(&child::param("store")),
     );
     let mut out = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
@@ -201,16 +184,9 @@ struct ChildProcess {
 
 impl ChildProcess {
     fn spawn(spec: &str, base_url: &str) -> ChildProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
-            .env(STORE_ENV, spec)
-            .env(BASE_ENV, base_url)
+        let mut child = child::command("child_process")
+            .param("store", spec)
+            .param("base", base_url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -268,6 +244,7 @@ fn four_processes_cost_the_minimum(spec: &str) {
     assert_minimum(spec, &server.counters());
 }
 
+#[cfg(feature = "file")]
 #[test]
 fn thirty_days_of_four_processes_on_a_file_store_cost_the_minimum() {
     let dir = tempfile::tempdir().unwrap();

@@ -177,27 +177,6 @@ mod sqlite {
     use chatapp_session::testing::encode_record;
     use std::path::Path;
 
-    fn row(path: &Path, key: &str) -> String {
-        rusqlite::Connection::open(path)
-            .unwrap()
-            .query_row(
-                "SELECT record FROM chatapp_tokens WHERE store_key = ?1",
-                [key],
-                |row| row.get(0),
-            )
-            .unwrap()
-    }
-
-    fn set_row(path: &Path, key: &str, text: &str) {
-        rusqlite::Connection::open(path)
-            .unwrap()
-            .execute(
-                "UPDATE chatapp_tokens SET record = ?2 WHERE store_key = ?1",
-                [key, text],
-            )
-            .unwrap();
-    }
-
     /// A database holding the CLI's record for `server`, closed again.
     fn seeded(server: &FakeChatApp, path: &Path) -> StoredRecord {
         let store = SqliteStore::open(path).unwrap();
@@ -238,12 +217,12 @@ mod sqlite {
         ];
         let location = format!("sqlite:{}", path.display());
         for (what, text, says) in cases {
-            set_row(&path, key.as_str(), &text);
+            support::set_sqlite_row(&path, key.as_str(), &text);
             every_command_exits_6(&server, &cli, what, &location, says, &|| {
-                row(&path, key.as_str()) == text
+                support::sqlite_row(&path, key.as_str()) == text
             });
         }
-        set_row(&path, key.as_str(), &real);
+        support::set_sqlite_row(&path, key.as_str(), &real);
         cli.run(&["call", "GET", "/v1/licenses"])
             .expect_code(0, "the repaired row");
         assert_eq!(server.counters().makes, 0);

@@ -71,11 +71,8 @@ fn a_crowd_of_cli_processes_on_a_sqlite_store_refreshes_once() {
 
 #[cfg(feature = "keyring")]
 #[test]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_crowd_of_cli_processes_on_the_keyring_refreshes_once() {
-    if std::env::var_os("CHATAPP_SKIP_KEYRING_TESTS").is_some() {
-        eprintln!("CHATAPP_SKIP_KEYRING_TESTS is set: skipped");
-        return;
-    }
     assert!(
         std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
         "no session bus: run the suite as `bash .ci/test` (or set CHATAPP_SKIP_KEYRING_TESTS=1)"
@@ -95,18 +92,10 @@ fn a_crowd_of_cli_processes_on_the_keyring_refreshes_once() {
 
 #[cfg(feature = "postgres")]
 #[test]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_crowd_of_cli_processes_on_postgresql_refreshes_once() {
-    match std::env::var("CHATAPP_TEST_POSTGRES") {
-        // The store key holds the server's random port: no other run shares the row.
-        Ok(conninfo) => crowd_on(&format!("postgres:{conninfo}")),
-        Err(_) if std::env::var_os("CHATAPP_SKIP_POSTGRES_TESTS").is_some() => {
-            eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped")
-        }
-        Err(_) => panic!(
-            "CHATAPP_TEST_POSTGRES is not set: run the suite as `bash .ci/test` \
-             (or set CHATAPP_SKIP_POSTGRES_TESTS=1)"
-        ),
-    }
+    // The store key holds the server's random port: no other run shares the row.
+    crowd_on(&format!("postgres:{}", support::postgres_conninfo()));
 }
 
 /// The CLI contract: `--lock-timeout SECS` bounds the wait for another process's lock, then

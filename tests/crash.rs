@@ -12,15 +12,14 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chatapp_session::store::{StoreKey, StoredRecord, TokenStore};
 use chatapp_session::testing::ManualClock;
-use chatapp_session::testing::{
-    FakeChatApp, Fault, Route, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
-};
+use chatapp_session::testing::{FakeChatApp, Fault, Route};
+use chatapp_session::Session;
 
 /// The server's answer to a dead access token.
 fn invalid_token() -> Fault {
@@ -29,7 +28,10 @@ fn invalid_token() -> Fault {
         r#"{"success":false,"error":{"code":"ApiInvalidTokenError","message":"Invalid Token"}}"#,
     )
 }
-use chatapp_session::{Credentials, Session};
+
+mod support;
+use support::child::{self, Params};
+use support::{listing, open_store, seed_from_env, wait_until, XorShift};
 
 const KILLS: usize = 200;
 /// The longest random wait between the child being ready and its kill.
@@ -42,31 +44,15 @@ const KEY: &str = "crash";
 /// the server's time from its `Date` header.
 const REFUSALS_PER_CHILD: usize = 400;
 
-const CHILD_STORE: &str = "CHATAPP_CRASH_CHILD_STORE";
-const CHILD_BASE: &str = "CHATAPP_CRASH_CHILD_BASE";
-const CHILD_NOW: &str = "CHATAPP_CRASH_CHILD_NOW";
-
-/// Opens a store from a spec (`file:PATH`, `sqlite:PATH`).
-fn open_store(spec: &str) -> Box<dyn TokenStore> {
-    let (kind, arg) = spec.split_once(':').unwrap();
-    match kind {
-        "file" => Box::new(chatapp_session::store::FileStore::new(arg)),
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Box::new(chatapp_session::store::SqliteStore::open(arg).unwrap()),
-        other => panic!("store {other} not built in"),
-    }
-}
-
 /// The child: a session whose every request the server refuses with `ApiInvalidTokenError`
 /// (the parent queued the refusals), so that each request is one refresh and one save under
 /// the store's lock. No credentials: a child never needs (nor may) make a pair.
 #[test]
+#[ignore = "child process entry: started by this file's tests"]
 fn child_process() {
-    let Ok(spec) = std::env::var(CHILD_STORE) else {
-        return;
-    };
-    let base = std::env::var(CHILD_BASE).unwrap();
-    let now: i64 = std::env::var(CHILD_NOW).unwrap().parse().unwrap();
+    child::entry("child_process");
+    let (spec, base) = (child::param("store"), child::param("base"));
+    let now: i64 = child::parsed("now");
     let session = Session::builder()
         .store(open_store(&spec))
         .store_key(KEY)
@@ -94,42 +80,11 @@ fn child_process() {
     }
 }
 
-/// xorshift64: enough randomness for kill delays, and reproducible from its seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-fn seed() -> u64 {
-    if let Ok(seed) = std::env::var("CHATAPP_CRASH_SEED") {
-        return seed.parse().expect("CHATAPP_CRASH_SEED is a u64");
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    (nanos as u64 ^ u64::from(std::process::id())) | 1
-}
-
 fn spawn_child(spec: &str, server: &FakeChatApp) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_STORE, spec)
-        .env(CHILD_BASE, server.base_url())
-        .env(CHILD_NOW, server.now().to_string())
+    child::command("child_process")
+        .param("store", spec)
+        .param("base", server.base_url())
+        .param("now", server.now().to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -139,11 +94,7 @@ fn spawn_child(spec: &str, server: &FakeChatApp) -> Child {
 /// A session of a "new process": the real clock, the credentials, room for a make per kill.
 fn recovering_session(spec: &str, server: &FakeChatApp) -> Session {
     Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
+        .credentials(support::default_credentials())
         .store(open_store(spec))
         .store_key(KEY)
         .base_url(server.base_url())
@@ -207,27 +158,6 @@ fn check_leftovers(dir: &Path, kind: &str, what: &str) -> usize {
     temps
 }
 
-/// Polls `done` every millisecond until it holds, for at most `limit`; whether it did.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    done()
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// A pair as the server writes it: `$2y$10$` and 53 more characters, nothing cut short.
 fn assert_complete(record: &StoredRecord, what: &str) {
     let pair = record
@@ -246,7 +176,7 @@ fn assert_complete(record: &StoredRecord, what: &str) {
 
 /// Kills a refreshing child [`KILLS`] times at random moments and checks the store each time.
 fn survive_kills(kind: &str, spec: &str, dir: &Path) {
-    let seed = seed();
+    let seed = seed_from_env("CHATAPP_CRASH_SEED");
     eprintln!("{kind} store: kill delays from xorshift seed {seed} (CHATAPP_CRASH_SEED={seed} replays them)");
     let mut rng = XorShift(seed);
     let server = FakeChatApp::builder().make_limit(10_000).start().unwrap();
@@ -343,6 +273,7 @@ fn survive_kills(kind: &str, spec: &str, dir: &Path) {
     assert_eq!(check_leftovers(dir, kind, "after a last save"), 0);
 }
 
+#[cfg(feature = "file")]
 #[test]
 fn a_file_store_survives_200_kills_while_refreshing() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,29 @@ use chatapp_session::{EncryptionProblem, Session, StoreError};
 
 use support::{write_private, Cli};
 
+/// `store` boxed, sealed with the encryption `e` when there is one.
+macro_rules! sealed {
+    ($store:expr, $e:expr) => {{
+        let store = $store;
+        let boxed: Box<dyn TokenStore> = match $e {
+            Some(e) => Box::new(store.with_encryption(e)),
+            None => Box::new(store),
+        };
+        boxed
+    }};
+}
+
+/// A session of `server`'s default account on `store`, on the server's clock.
+fn session_on_clock(server: &FakeChatApp, store: impl TokenStore + 'static) -> Session {
+    Session::builder()
+        .base_url(server.base_url())
+        .credentials(server.credentials())
+        .store(store)
+        .clock(server.clock())
+        .build()
+        .unwrap()
+}
+
 fn key(n: u8) -> EncryptionKey {
     EncryptionKey::from_bytes([n; 32])
 }
@@ -60,6 +83,21 @@ pub struct Harness<'a> {
     pub written: &'a dyn Fn() -> Vec<u8>,
     pub raw: &'a dyn Fn(&StoreKey) -> String,
     pub set_raw: &'a dyn Fn(&StoreKey, &str),
+}
+
+/// [`check_store`] on a store whose every byte lives in the files of `dir`.
+fn check_store_in(
+    dir: &Path,
+    open: &dyn Fn(Option<Encryption>) -> Box<dyn TokenStore>,
+    raw: &dyn Fn(&StoreKey) -> String,
+    set_raw: &dyn Fn(&StoreKey, &str),
+) {
+    check_store(&Harness {
+        open,
+        written: &|| all_bytes(dir),
+        raw,
+        set_raw,
+    });
 }
 
 fn check_store(h: &Harness<'_>) {
@@ -134,10 +172,7 @@ fn file_store_keeps_secrets_sealed() {
     let p = path.clone();
     let open = move |e: Option<Encryption>| -> Box<dyn TokenStore> {
         let store = FileStore::new(&p);
-        Box::new(match e {
-            Some(e) => store.with_encryption(e),
-            None => store,
-        })
+        sealed!(store, e)
     };
     let entries = |path: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -148,12 +183,7 @@ fn file_store_keeps_secrets_sealed() {
         v["entries"][k.as_str()] = serde_json::from_str(text).unwrap();
         write_private(&path, v.to_string());
     };
-    check_store(&Harness {
-        open: &open,
-        written: &|| all_bytes(dir.path()),
-        raw: &raw,
-        set_raw: &set_raw,
-    });
+    check_store_in(dir.path(), &open, &raw, &set_raw);
 }
 
 #[test]
@@ -163,36 +193,11 @@ fn sqlite_store_keeps_secrets_sealed() {
     let p = path.clone();
     let open = move |e: Option<Encryption>| -> Box<dyn TokenStore> {
         let store = SqliteStore::open(&p).unwrap();
-        Box::new(match e {
-            Some(e) => store.with_encryption(e),
-            None => store,
-        })
+        sealed!(store, e)
     };
-    let conn = || rusqlite::Connection::open(&path).unwrap();
-    let raw = |k: &StoreKey| -> String {
-        conn()
-            .query_row(
-                "SELECT record FROM chatapp_tokens WHERE store_key = ?1",
-                [k.as_str()],
-                |row| row.get(0),
-            )
-            .unwrap()
-    };
-    let set_raw = |k: &StoreKey, text: &str| {
-        conn()
-            .execute(
-                "INSERT INTO chatapp_tokens (store_key, record, updated_at) VALUES (?1, ?2, 0) \
-                 ON CONFLICT (store_key) DO UPDATE SET record = excluded.record",
-                [k.as_str(), text],
-            )
-            .unwrap();
-    };
-    check_store(&Harness {
-        open: &open,
-        written: &|| all_bytes(dir.path()),
-        raw: &raw,
-        set_raw: &set_raw,
-    });
+    let raw = |k: &StoreKey| -> String { support::sqlite_row(&path, k.as_str()) };
+    let set_raw = |k: &StoreKey, text: &str| support::set_sqlite_row(&path, k.as_str(), text);
+    check_store_in(dir.path(), &open, &raw, &set_raw);
 }
 
 #[test]
@@ -278,23 +283,18 @@ fn keyring_key_round_trip(open: &dyn Fn(Option<Encryption>) -> Box<dyn TokenStor
 
 #[cfg(feature = "keyring")]
 #[test]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_key_in_the_keyring_serves_the_file_and_sqlite_stores() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.json");
     keyring_key_round_trip(&|e| {
         let store = FileStore::new(&file);
-        Box::new(match e {
-            Some(e) => store.with_encryption(e),
-            None => store,
-        })
+        sealed!(store, e)
     });
     let db = dir.path().join("s.db");
     keyring_key_round_trip(&|e| {
         let store = SqliteStore::open(&db).unwrap();
-        Box::new(match e {
-            Some(e) => store.with_encryption(e),
-            None => store,
-        })
+        sealed!(store, e)
     });
 }
 
@@ -358,13 +358,7 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
         ..StoredRecord::default()
     };
     store.save(&legacy, &old).unwrap();
-    let session = Session::builder()
-        .base_url(server.base_url())
-        .credentials(server.credentials())
-        .store(store.clone())
-        .clock(server.clock())
-        .build()
-        .unwrap();
+    let session = session_on_clock(&server, store.clone());
     assert_ne!(session.store_key(), &legacy);
     assert_eq!(
         session.store_key(),
@@ -396,13 +390,7 @@ fn a_record_under_the_old_key_moves_to_the_new_key_with_its_ledger() {
     };
     store.save(&legacy, &old).unwrap();
     server.revoke_all();
-    let session = Session::builder()
-        .base_url(server.base_url())
-        .credentials(server.credentials())
-        .store(store.clone())
-        .clock(server.clock())
-        .build()
-        .unwrap();
+    let session = session_on_clock(&server, store.clone());
     session.access_token().unwrap();
     let moved = store.load(session.store_key()).unwrap().unwrap();
     assert!(moved.makes.contains(&earlier_make), "{:?}", moved.makes);
@@ -482,6 +470,7 @@ mod postgres {
     }
 
     #[test]
+    #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
     fn postgres_store_keeps_secrets_sealed() {
         let base = server();
         let schema = unique("enc");
@@ -493,10 +482,7 @@ mod postgres {
         let c = conninfo.clone();
         let open = move |e: Option<Encryption>| -> Box<dyn TokenStore> {
             let store = PostgresStore::connect(&c).unwrap();
-            Box::new(match e {
-                Some(e) => store.with_encryption(e),
-                None => store,
-            })
+            sealed!(store, e)
         };
         let client = || ::postgres::Client::connect(&conninfo, ::postgres::NoTls).unwrap();
         // Every row of the table, as text.
@@ -535,7 +521,7 @@ mod postgres {
         client()
             .batch_execute("DELETE FROM chatapp_session_tokens")
             .unwrap();
-        #[cfg(feature = "keyring")]
+        #[cfg(all(feature = "keyring", not(chatapp_no_keyring)))]
         keyring_key_round_trip(&open);
         admin
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
@@ -543,6 +529,7 @@ mod postgres {
     }
 
     #[test]
+    #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
     fn sslmode_prefer_and_none_use_tls_like_libpq() {
         let base = server();
         assert!(
@@ -569,6 +556,7 @@ mod postgres {
     }
 
     #[test]
+    #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
     fn the_password_comes_from_pgpassword_or_a_private_password_file() {
         let conninfo = std::env::var("CHATAPP_TEST_POSTGRES_PW_CONNINFO")
             .expect("run under .ci/postgres-env, which makes a role with a password");

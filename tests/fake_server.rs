@@ -1,6 +1,8 @@
 //! `testing::FakeChatApp` driven by a plain ureq 3 client: every assertion here would fail if
 //! the fake server behaved differently from the ChatApp token service it imitates.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
@@ -769,8 +771,7 @@ fn fault_drop_connection_gives_no_reply_and_does_nothing() {
         Err(_) => {}
         Ok(reply) => panic!("got a reply {reply:?}"),
     }
-    let c = fake.counters();
-    assert_eq!((c.makes, c.makes_rejected, c.faults_served), (0, 0, 1));
+    support::assert_counters!(fake, makes: 0, makes_rejected: 0, faults_served: 1);
     assert_eq!(fake.makes_in_last_day("demo@example.com", "app_demo_1"), 0);
     // The server goes on serving.
     assert_eq!(client.make(&fake).status, 200);

@@ -17,6 +17,7 @@ use chatapp_session::store::{FileStore, TokenStore};
 use chatapp_session::testing::{FakeChatApp, Fault};
 use chatapp_session::{Endpoint, Error, Session};
 
+use support::child::{self, Params};
 use support::{cli_key, file_record, seed_pair, wait_until, Cli};
 
 /// The timeout of the exchange that meets a fault (the CLI gets `--timeout 1`).
@@ -223,8 +224,7 @@ fn more_faults_on_ordinary_calls_keep_the_pair_and_spend_no_auth_call() {
         );
         session.request("GET", "/v1/licenses", None).unwrap();
     }
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (0, 0, 0));
+    support::assert_counters!(server, makes: 0, refreshes: 0, refreshes_rejected: 0);
 }
 
 /// Every fault on `on` through the CLI: exit 5, one short line naming the call and the
@@ -348,14 +348,12 @@ fn cli_lost_refresh_reply_says_so_and_the_next_call_recovers_with_one_make() {
     );
     assert!(line.contains("will make a new pair"), "{line}");
     assert_eq!(file_record(&server, &path), Some(seeded.clone()));
-    let c = server.counters();
-    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 0, 0));
+    support::assert_counters!(server, refreshes: 1, refreshes_rejected: 0, makes: 0);
 
     // The stored refresh token was rotated away: one rejected refresh, one make, success.
     cli.run(&["call", "GET", "/v1/licenses"])
         .expect_code(0, "after a lost refresh reply");
-    let c = server.counters();
-    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 1, 1));
+    support::assert_counters!(server, refreshes: 1, refreshes_rejected: 1, makes: 1);
     let record = file_record(&server, &path).unwrap();
     assert_ne!(record.pair, seeded.pair);
     assert_eq!(record.makes.len(), 1, "the make is in the ledger");
@@ -365,8 +363,7 @@ fn cli_lost_refresh_reply_says_so_and_the_next_call_recovers_with_one_make() {
         cli.run(&["call", "GET", "/v1/licenses"])
             .expect_code(0, "later calls");
     }
-    let c = server.counters();
-    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 1, 1));
+    support::assert_counters!(server, refreshes: 1, refreshes_rejected: 1, makes: 1);
 }
 
 /// The peak resident memory (KiB) that `/usr/bin/time -f %M` wrote.
@@ -418,24 +415,18 @@ fn cli_peak_memory_stays_small_on_a_64_mib_reply() {
     }
 }
 
-/// Set in a child re-run of this binary: the store file, the base URL, and the reply cap.
-const CHILD_STORE: &str = "CHATAPP_FAULTS_CHILD_STORE";
-const CHILD_BASE: &str = "CHATAPP_FAULTS_CHILD_BASE";
-const CHILD_CAP: &str = "CHATAPP_FAULTS_CHILD_CAP";
-
 /// In a child: one call that meets the huge reply (a pair is stored), then the error's kind
 /// and this process's own peak memory (`VmHWM`, KiB) on stdout.
 #[test]
+#[ignore = "child process entry: started by this file's tests"]
 fn child_process() {
-    let Ok(base) = std::env::var(CHILD_BASE) else {
-        return;
-    };
-    let store = FileStore::new(std::env::var(CHILD_STORE).unwrap());
-    let cap: u64 = std::env::var(CHILD_CAP).unwrap().parse().unwrap();
+    child::entry("child_process");
+    let store = FileStore::new(child::param("store"));
+    let cap: u64 = child::parsed("cap");
     let session = Session::builder()
         .store(store)
-        .store_key(std::env::var("CHATAPP_FAULTS_CHILD_KEY").unwrap())
-        .base_url(base)
+        .store_key(child::param("key"))
+        .base_url(child::param("base"))
         .max_reply_bytes(cap)
         .timeout(Duration::from_secs(120))
         .build()
@@ -471,17 +462,11 @@ fn child_peak_kib(cap: u64) -> u64 {
             declare_length: false,
         },
     );
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_STORE, &path)
-        .env(CHILD_BASE, server.base_url())
-        .env(CHILD_CAP, cap.to_string())
-        .env("CHATAPP_FAULTS_CHILD_KEY", cli_key(&server).as_str())
+    let output = child::command("child_process")
+        .param("store", &path)
+        .param("base", server.base_url())
+        .param("cap", cap.to_string())
+        .param("key", cli_key(&server).as_str())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

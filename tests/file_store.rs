@@ -1,51 +1,27 @@
 //! `FileStore` against real files in temporary directories.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use chatapp_session::store::{conformance, FileStore, StoreKey, StoredRecord, TokenStore};
+use chatapp_session::store::{FileStore, StoreKey, StoredRecord, TokenStore};
 use chatapp_session::StoreError;
 
-use common::secret_record;
+use support::{listing, secret_record, write_private};
+
+support::cross_process_tests! {
+    place: {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        (dir, path)
+    },
+    open: |path: &Path| FileStore::new(path)
+}
 
 fn store_in(dir: &tempfile::TempDir) -> (FileStore, PathBuf) {
     let path = dir.path().join("store.json");
     (FileStore::new(&path), path)
-}
-
-/// The names in `dir`, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-/// Writes `bytes` as the store file, readable by its owner only.
-fn write_private(path: &Path, bytes: impl AsRef<[u8]>) {
-    fs::write(path, bytes).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
-/// Plays a child process's part when this binary is re-run by a cross-process test.
-#[test]
-fn child_process() {
-    common::run_child_if_asked(|path: &Path| FileStore::new(path));
-}
-
-#[test]
-fn conformance_run_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nested").join("store.json");
-    conformance::run_all(&|| FileStore::new(&path), true);
 }
 
 #[test]
@@ -267,6 +243,7 @@ fn saving_one_key_keeps_the_others() {
     assert_eq!(store.load(&keys[1]).unwrap(), Some(secret_record(10)));
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn the_file_has_the_documented_form() {
     let dir = tempfile::tempdir().unwrap();
@@ -281,17 +258,17 @@ fn the_file_has_the_documented_form() {
     );
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn unknown_top_level_fields_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path) = store_in(&dir);
-    let record =
-        chatapp_session::testing::encode_record(&secret_record(1), "test", "here").unwrap();
+    let record = support::codec_text(&secret_record(1));
     write_private(
         &path,
         format!(
             r#"{{"future":[1,{{"x":2}}],"version":1,"entries":{{"k":{}}},"more":null}}"#,
-            *record
+            record
         ),
     );
     assert_eq!(
@@ -374,41 +351,6 @@ fn a_failed_write_keeps_the_last_good_file_and_leaves_no_temporary_file() {
     } else {
         eprintln!("skipped: a read-only directory does not stop this user (root?) from writing");
     }
-}
-
-#[test]
-fn lock_waits_for_another_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = store_in(&dir);
-    common::lock_waits_for_other_process(&store, &path);
-}
-
-#[test]
-fn a_killed_holder_releases_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, path) = store_in(&dir);
-    common::killed_child_releases_lock(|path: &Path| FileStore::new(path), &path);
-}
-
-#[test]
-fn two_processes_increment_without_losing_updates() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, path) = store_in(&dir);
-    common::two_processes_increment(&store, &path);
-}
-
-/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) no longer blocks the
-/// other processes for ever: each waiter ends with `LockTimeout` within its lock timeout + 2 s.
-#[test]
-fn a_stopped_lock_holder_times_out_every_waiter() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
-    let key = StoreKey::new("stopped holder");
-    let mut holder = common::spawn_child("hold-forever", &path, &key);
-    common::wait_until_locked(&mut holder);
-    common::stopped_holder_times_out_every_waiter(holder, &key, || {
-        FileStore::new(&path).with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
-    });
 }
 
 #[test]

@@ -4,44 +4,24 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use chatapp_session::store::{LockOrRecord, StoreKey, StoreLock, StoredRecord, TokenStore};
-use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
-use chatapp_session::StoreError;
-use chatapp_session::{Credentials, Session};
+use chatapp_session::testing::FakeChatApp;
+use chatapp_session::{Session, StoreError};
 
-const CHILD: &str = "CHATAPP_MP_CHILD";
-const STORE: &str = "CHATAPP_MP_STORE";
-const BASE: &str = "CHATAPP_MP_BASE";
-const GO: &str = "CHATAPP_MP_GO";
+mod support;
+use support::child::{self, Params};
+use support::open_store;
+
 const THREADS: usize = 4;
-
-/// Opens a store from a spec (`file:PATH`, `sqlite:PATH`, `keyring:SERVICE`).
-fn open_store(spec: &str) -> Box<dyn TokenStore> {
-    let (kind, arg) = spec.split_once(':').unwrap();
-    match kind {
-        "file" => Box::new(chatapp_session::store::FileStore::new(arg)),
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Box::new(chatapp_session::store::SqliteStore::open(arg).unwrap()),
-        #[cfg(feature = "keyring")]
-        "keyring" => Box::new(chatapp_session::store::KeyringStore::new(arg)),
-        #[cfg(feature = "postgres")]
-        "postgres" => Box::new(chatapp_session::store::PostgresStore::connect(arg).unwrap()),
-        other => panic!("store {other} not built in"),
-    }
-}
 
 fn session(spec: &str, base_url: &str) -> Session {
     Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
+        .credentials(support::default_credentials())
         .store(open_store(spec))
         .base_url(base_url)
         .timeout(Duration::from_secs(30))
@@ -51,13 +31,14 @@ fn session(spec: &str, base_url: &str) -> Session {
 
 /// The child: waits for the go file, then 4 threads call at once; prints one line per result.
 #[test]
+#[ignore = "child process entry: started by this file's tests"]
 fn child_process() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
-    let spec = std::env::var(STORE).unwrap();
-    let base = std::env::var(BASE).unwrap();
-    let go = std::env::var(GO).unwrap();
+    child::entry("child_process");
+    let (spec, base, go) = (
+        child::param("store"),
+        child::param("base"),
+        child::param("go"),
+    );
     let session = session(&spec, &base);
     // Load the stored pair now: every thread then starts with the dead access token.
     session.access_token().unwrap();
@@ -65,18 +46,8 @@ fn child_process() {
     while !Path::new(&go).exists() {
         std::thread::sleep(Duration::from_millis(2));
     }
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (session, barrier) = (session.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                session.request("GET", "/v1/licenses", None)
-            })
-        })
-        .collect();
-    for h in handles {
-        match h.join().unwrap() {
+    for result in support::requests_at_once(&session, THREADS) {
+        match result {
             Ok(_) => println!("result ok"),
             Err(e) => println!("result error {e}"),
         }
@@ -94,20 +65,12 @@ fn crowd_refreshes_once(spec: &str, processes: usize) {
     server.revoke_access_tokens();
     server.reset_counters();
 
-    let exe = std::env::current_exe().unwrap();
     let mut children: Vec<_> = (0..processes)
         .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "child_process",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD, "1")
-                .env(STORE, spec)
-                .env(BASE, server.base_url())
-                .env(GO, &go)
+            child::command("child_process")
+                .param("store", spec)
+                .param("base", server.base_url())
+                .param("go", &go)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -164,6 +127,7 @@ fn crowd_refreshes_once(spec: &str, processes: usize) {
     );
 }
 
+#[cfg(feature = "file")]
 #[test]
 fn eight_processes_on_a_file_store_refresh_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,64 +143,20 @@ fn eight_processes_on_a_sqlite_store_refresh_once() {
 
 #[cfg(feature = "keyring")]
 #[test]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn eight_processes_on_a_keyring_store_refresh_once() {
-    if let Some(spec) = keyring_spec() {
-        crowd_refreshes_once(&spec, 8);
-    }
-}
-
-/// A keyring store spec under a service no other run uses; `None` (said on stderr) when
-/// `CHATAPP_SKIP_KEYRING_TESTS` is set.
-#[cfg(feature = "keyring")]
-fn keyring_spec() -> Option<String> {
-    if std::env::var_os("CHATAPP_SKIP_KEYRING_TESTS").is_some() {
-        eprintln!("CHATAPP_SKIP_KEYRING_TESTS is set: skipped");
-        return None;
-    }
-    let service = format!(
-        "chatapp-session-mp-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    Some(format!("keyring:{service}"))
+    let service = support::unique_name("chatapp-session-mp");
+    crowd_refreshes_once(&format!("keyring:{service}"), 8);
 }
 
 /// Twelve processes on one PostgreSQL database: the issue's fleet in miniature. The store key
 /// holds the fake server's random port, so no other run shares the row.
 #[cfg(feature = "postgres")]
 #[test]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn twelve_processes_on_a_postgres_store_refresh_once() {
-    if let Some(spec) = postgres_spec() {
-        crowd_refreshes_once(&spec, 12);
-    }
-}
-
-/// The spec of the test database (`CHATAPP_TEST_POSTGRES`, or with
-/// `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer` the transaction-pooling pgbouncer in front of it);
-/// `None` (said on stderr) when `CHATAPP_SKIP_POSTGRES_TESTS` is set.
-#[cfg(feature = "postgres")]
-fn postgres_spec() -> Option<String> {
-    let via_bouncer = std::env::var("CHATAPP_TEST_POSTGRES_ROUTE").as_deref() == Ok("pgbouncer");
-    let conninfo = if via_bouncer {
-        Ok(std::env::var("CHATAPP_TEST_PGBOUNCER")
-            .expect("CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer needs CHATAPP_TEST_PGBOUNCER"))
-    } else {
-        std::env::var("CHATAPP_TEST_POSTGRES")
-    };
-    match conninfo {
-        Ok(conninfo) => Some(format!("postgres:{conninfo}")),
-        Err(_) if std::env::var_os("CHATAPP_SKIP_POSTGRES_TESTS").is_some() => {
-            eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped");
-            None
-        }
-        Err(_) => panic!(
-            "CHATAPP_TEST_POSTGRES is not set: run the suite as `bash .ci/test` \
-             (or set CHATAPP_SKIP_POSTGRES_TESTS=1)"
-        ),
-    }
+    // `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer`: through the transaction-pooling pgbouncer.
+    crowd_refreshes_once(&format!("postgres:{}", support::postgres_conninfo()), 12);
 }
 
 /// A store that counts the exclusive locks taken through it.
@@ -384,18 +304,17 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_sqlite_store() {
 
 #[cfg(feature = "keyring")]
 #[test]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_keyring_store() {
-    if let Some(spec) = keyring_spec() {
-        a_waiter_adopts_across(&spec, true);
-    }
+    let service = support::unique_name("chatapp-session-mp");
+    a_waiter_adopts_across(&format!("keyring:{service}"), true);
 }
 
 /// Two connections, as two processes: the waiter, in a shared wait for the row, wakes when
 /// the holder commits its save.
 #[cfg(feature = "postgres")]
 #[test]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held_on_a_postgres_store() {
-    if let Some(spec) = postgres_spec() {
-        a_waiter_adopts_across(&spec, false);
-    }
+    a_waiter_adopts_across(&format!("postgres:{}", support::postgres_conninfo()), false);
 }

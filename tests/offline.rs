@@ -4,6 +4,8 @@
 //! server that drops the handshake; and, as the control, a server that reads the whole request
 //! before it drops the connection (the request was sent: it counts).
 
+mod support;
+
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -316,8 +318,7 @@ fn a_refused_pair_is_forgotten_while_makes_back_off() {
             "call {call}: the refused pair is still stored"
         );
     }
-    let c = server.counters();
-    assert_eq!((c.refreshes_rejected, c.makes), (1, 0), "{c:?}");
+    support::assert_counters!(server, refreshes_rejected: 1, makes: 0);
     // Once the window is over, one make.
     clock.advance(2);
     s.request("GET", "/v1/licenses", None).unwrap();

@@ -82,6 +82,7 @@ fn instance(server: &FakeChatApp) -> Session {
 }
 
 #[test]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn a_restart_mid_refresh_converges_on_one_saved_pair_without_unrecorded_makes() {
     let server = FakeChatApp::start().unwrap();
     let instances: Vec<Session> = (0..INSTANCES).map(|_| instance(&server)).collect();

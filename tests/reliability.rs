@@ -89,12 +89,7 @@ fn a_full_disk_after_the_server_rotated_loses_no_pair_and_spends_no_make() {
         s.request("GET", "/v1/licenses", None)
             .unwrap_or_else(|e| panic!("call {call}: {e}"));
     }
-    let c = server.counters();
-    assert_eq!(
-        (c.makes, c.refreshes, c.refreshes_rejected),
-        (1, 1, 0),
-        "{c:?}"
-    );
+    support::assert_counters!(server, makes: 1, refreshes: 1, refreshes_rejected: 0);
     let status = s.status().unwrap();
     assert!(status.unsaved, "{status:?}");
     assert_eq!(
@@ -177,12 +172,7 @@ fn a_real_full_tmpfs_keeps_the_pair_and_the_quota() {
         s.request("GET", "/v1/licenses", None)
             .unwrap_or_else(|e| panic!("call {call} on a full disk: {e}"));
     }
-    let c = server.counters();
-    assert_eq!(
-        (c.makes, c.refreshes, c.refreshes_rejected),
-        (1, 1, 0),
-        "{c:?}"
-    );
+    support::assert_counters!(server, makes: 1, refreshes: 1, refreshes_rejected: 0);
     assert!(s.status().unwrap().unsaved);
     std::fs::remove_file(&filler).unwrap();
     s.request("GET", "/v1/licenses", None).unwrap();
@@ -359,12 +349,7 @@ fn a_make_is_sent_only_after_the_server_refused_the_refresh_token() {
     local.advance(20 * DAY);
     server.advance(DAY + 61);
     s.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!(
-        (c.makes, c.refreshes, c.refreshes_rejected),
-        (1, 1, 0),
-        "{c:?}"
-    );
+    support::assert_counters!(server, makes: 1, refreshes: 1, refreshes_rejected: 0);
 }
 
 #[test]
@@ -381,12 +366,7 @@ fn twelve_hour_refresh_tokens_cost_no_refresh_per_process() {
             .unwrap_or_else(|e| panic!("run {run}: {e}"));
         server.advance(10 * 60);
     }
-    let c = server.counters();
-    assert_eq!(
-        (c.makes, c.refreshes, c.refreshes_rejected),
-        (1, 0, 0),
-        "{c:?}"
-    );
+    support::assert_counters!(server, makes: 1, refreshes: 0, refreshes_rejected: 0);
 }
 
 #[test]
@@ -421,24 +401,14 @@ fn twelve_hour_refresh_tokens_over_ten_cli_processes() {
         cli.run(&["call", "GET", "/v1/licenses"])
             .expect_code(0, &format!("run {run}"));
     }
-    let c = server.counters();
-    assert_eq!(
-        (c.makes, c.refreshes, c.refreshes_rejected),
-        (1, 0, 0),
-        "{c:?}"
-    );
+    support::assert_counters!(server, makes: 1, refreshes: 0, refreshes_rejected: 0);
     // The access token's end: one refresh for the next ten runs, not one each.
     server.advance(6 * HOUR);
     for run in 0..10 {
         cli.run(&["call", "GET", "/v1/licenses"])
             .expect_code(0, &format!("run {run} six hours later"));
     }
-    let c = server.counters();
-    assert_eq!(
-        (c.makes, c.refreshes, c.refreshes_rejected),
-        (1, 1, 0),
-        "{c:?}"
-    );
+    support::assert_counters!(server, makes: 1, refreshes: 1, refreshes_rejected: 0);
 }
 
 /// Found by the soak (issue 15, invariant 2): once the server has refused the stored refresh
@@ -462,19 +432,13 @@ fn a_refused_refresh_token_is_not_sent_again_while_no_make_is_possible() {
             }
         }
     }
-    let c = server.counters();
-    assert_eq!(
-        (c.refreshes_rejected, c.makes, c.faults_served),
-        (1, 1, 1),
-        "{c:?}"
-    );
+    support::assert_counters!(server, refreshes_rejected: 1, makes: 1, faults_served: 1);
     assert!(!s.status().unwrap().stored, "the dead pair is still stored");
     // The cooldown over, one make and every session has the new pair.
     server.advance(HOUR);
     s.request("GET", "/v1/licenses", None).unwrap();
     other.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!((c.refreshes_rejected, c.makes), (1, 2), "{c:?}");
+    support::assert_counters!(server, refreshes_rejected: 1, makes: 2);
 }
 
 /// The same without credentials: the first call says the refresh token was refused, the next
@@ -598,12 +562,7 @@ fn a_pair_whose_refresh_token_was_refused_is_not_used_again() {
     // The local clock steps two days ahead: the stored pair looks ended, a refresh is tried.
     local.advance(2 * DAY);
     s.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!(
-        (c.refreshes_rejected, c.makes, c.invalid_token_replies),
-        (1, 2, 1),
-        "{c:?}"
-    );
+    support::assert_counters!(server, refreshes_rejected: 1, makes: 2, invalid_token_replies: 1);
 }
 
 /// The `Date` header, not a fallback, puts end times on the server's clock: a local clock
@@ -619,12 +578,7 @@ fn end_times_are_judged_on_the_servers_clock_learned_from_date() {
         local.advance(HOUR);
         s.request("GET", "/v1/licenses", None).unwrap();
     }
-    let c = server.counters();
-    assert_eq!(
-        (c.makes, c.refreshes, c.invalid_token_replies),
-        (1, 0, 0),
-        "{c:?}"
-    );
+    support::assert_counters!(server, makes: 1, refreshes: 0, invalid_token_replies: 0);
     // Behind: at the server's 24 h the pair is renewed before it is sent dead.
     let server = FakeChatApp::start().unwrap();
     let local = ManualClock::new(server.now() - 12 * HOUR);
@@ -633,10 +587,5 @@ fn end_times_are_judged_on_the_servers_clock_learned_from_date() {
     server.advance(DAY);
     local.advance(DAY);
     s.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!(
-        (c.makes, c.refreshes, c.invalid_token_replies),
-        (1, 1, 0),
-        "{c:?}"
-    );
+    support::assert_counters!(server, makes: 1, refreshes: 1, invalid_token_replies: 0);
 }

@@ -1,6 +1,8 @@
 //! The session against a real HTTP server (`FakeChatApp` on 127.0.0.1) and real stores.
 
-use std::sync::{Arc, Barrier};
+mod support;
+use support::session_on;
+
 use std::time::Duration;
 
 use chatapp_session::store::{FileStore, MemoryStore, StoreKey, TokenStore};
@@ -17,16 +19,6 @@ fn server() -> FakeChatApp {
     }
 }
 
-fn session_with(server: &FakeChatApp, store: impl TokenStore + 'static) -> Session {
-    Session::builder()
-        .credentials(server.credentials())
-        .store(store)
-        .base_url(server.base_url())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
 fn stored_pair(store: &dyn TokenStore, session: &Session) -> Option<TokenPair> {
     store
         .load(session.store_key())
@@ -37,21 +29,20 @@ fn stored_pair(store: &dyn TokenStore, session: &Session) -> Option<TokenPair> {
 #[test]
 fn makes_once_then_reuses_the_saved_pair() {
     let server = server();
-    let session = session_with(&server, MemoryStore::new());
+    let session = session_on(&server, MemoryStore::new());
     let first = session.access_token().unwrap();
     for _ in 0..5 {
         session.request("GET", "/v1/licenses", None).unwrap();
     }
     assert_eq!(session.access_token().unwrap(), first);
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.requests), (1, 0, 5));
+    support::assert_counters!(server, makes: 1, refreshes: 0, requests: 5);
 }
 
 #[test]
 fn a_dead_token_is_refreshed_saved_and_the_request_repeated_once() {
     let server = server();
     let store = MemoryStore::new();
-    let session = session_with(&server, store.clone());
+    let session = session_on(&server, store.clone());
     session.request("GET", "/v1/licenses", None).unwrap();
     let before = stored_pair(&store, &session).unwrap();
 
@@ -76,7 +67,7 @@ fn invalid_token_is_recognised_by_its_code_whatever_the_status() {
             .invalid_token_status(status)
             .start()
             .unwrap();
-        let session = session_with(&server, MemoryStore::new());
+        let session = session_on(&server, MemoryStore::new());
         session.request("GET", "/v1/licenses", None).unwrap();
         server.revoke_access_tokens();
         session.request("GET", "/v1/licenses", None).unwrap();
@@ -88,7 +79,7 @@ fn invalid_token_is_recognised_by_its_code_whatever_the_status() {
 fn strict_rotation_old_refresh_token_is_never_reused() {
     let server = server();
     let store = MemoryStore::new();
-    let session = session_with(&server, store.clone());
+    let session = session_on(&server, store.clone());
     session.request("GET", "/v1/licenses", None).unwrap();
     let first = stored_pair(&store, &session).unwrap();
     for day in 1..=5 {
@@ -96,8 +87,7 @@ fn strict_rotation_old_refresh_token_is_never_reused() {
         session.request("GET", "/v1/licenses", None).unwrap();
         assert_eq!(server.counters().refreshes, day);
     }
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes_rejected), (1, 0));
+    support::assert_counters!(server, makes: 1, refreshes_rejected: 0);
     // The server really rotated: the first refresh token is dead.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -115,37 +105,25 @@ fn strict_rotation_old_refresh_token_is_never_reused() {
 #[test]
 fn sixteen_threads_on_a_dead_token_cause_one_refresh() {
     let server = server();
-    let session = session_with(&server, MemoryStore::new());
+    let session = session_on(&server, MemoryStore::new());
     session.request("GET", "/v1/licenses", None).unwrap();
     server.revoke_access_tokens();
     server.reset_counters();
 
-    let barrier = Arc::new(Barrier::new(16));
-    let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let (session, barrier) = (session.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                session.request("GET", "/v1/licenses", None)
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap().unwrap();
+    for result in support::requests_at_once(&session, 16) {
+        result.unwrap();
     }
-    let c = server.counters();
-    assert_eq!((c.refreshes, c.refreshes_rejected, c.makes), (1, 0, 0));
+    support::assert_counters!(server, refreshes: 1, refreshes_rejected: 0, makes: 0);
 }
 
 #[test]
 fn a_dead_refresh_token_falls_back_to_make() {
     let server = server();
-    let session = session_with(&server, MemoryStore::new());
+    let session = session_on(&server, MemoryStore::new());
     session.request("GET", "/v1/licenses", None).unwrap();
     server.revoke_all();
     session.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (2, 0, 1));
+    support::assert_counters!(server, makes: 2, refreshes: 0, refreshes_rejected: 1);
     assert_eq!(session.status().unwrap().makes_last_24h, 2);
 }
 
@@ -169,8 +147,7 @@ fn a_refresh_token_past_its_end_is_tried_before_a_make() {
     session.access_token().unwrap();
     clock.advance(15 * DAY);
     session.access_token().unwrap();
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (2, 0, 1));
+    support::assert_counters!(server, makes: 2, refreshes: 0, refreshes_rejected: 1);
 }
 
 #[test]
@@ -181,8 +158,7 @@ fn client_side_expiry_refreshes_without_a_refused_call() {
     session.request("GET", "/v1/licenses", None).unwrap();
     clock.advance(DAY - 30); // inside the 60 s margin
     session.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.invalid_token_replies), (1, 1, 0));
+    support::assert_counters!(server, makes: 1, refreshes: 1, invalid_token_replies: 0);
 }
 
 #[test]
@@ -251,7 +227,7 @@ fn short_refresh_tokens_cause_no_refresh_on_every_call() {
 #[test]
 fn a_second_rejection_is_an_error_not_a_loop() {
     let server = server();
-    let session = session_with(&server, MemoryStore::new());
+    let session = session_on(&server, MemoryStore::new());
     session.request("GET", "/v1/licenses", None).unwrap();
     let refused =
         r#"{"success":false,"error":{"code":"ApiInvalidTokenError","message":"Invalid Token"}}"#;
@@ -312,7 +288,7 @@ fn the_101st_make_is_refused_locally_and_the_ledger_survives_restart_and_logout(
     let server = FakeChatApp::builder().make_limit(1000).start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
-    let session = session_with(&server, FileStore::new(&path));
+    let session = session_on(&server, FileStore::new(&path));
     for _ in 0..100 {
         session.login().unwrap();
     }
@@ -329,7 +305,7 @@ fn the_101st_make_is_refused_locally_and_the_ledger_survives_restart_and_logout(
     assert_eq!(server.counters().makes, 100, "no request was sent");
 
     // A restarted application and a logout still see the ledger.
-    let restarted = session_with(&server, FileStore::new(&path));
+    let restarted = session_on(&server, FileStore::new(&path));
     restarted.logout().unwrap();
     assert!(!restarted.status().unwrap().stored);
     assert_eq!(restarted.status().unwrap().makes_last_24h, 100);
@@ -343,7 +319,7 @@ fn the_101st_make_is_refused_locally_and_the_ledger_survives_restart_and_logout(
 #[test]
 fn a_server_429_on_make_is_the_quota_error() {
     let server = FakeChatApp::builder().make_limit(2).start().unwrap();
-    let session = session_with(&server, MemoryStore::new());
+    let session = session_on(&server, MemoryStore::new());
     session.login().unwrap();
     session.login().unwrap();
     match session.login() {
@@ -428,7 +404,7 @@ fn a_stored_pair_needs_no_credentials_until_its_refresh_token_dies() {
 fn a_failed_save_keeps_the_new_pair_in_memory_and_saves_it_next_time() {
     let server = server();
     let store = MemoryStore::new();
-    let session = session_with(&server, store.clone());
+    let session = session_on(&server, store.clone());
     session.access_token().unwrap();
     let old = stored_pair(&store, &session).unwrap();
     server.revoke_access_tokens();
@@ -443,8 +419,7 @@ fn a_failed_save_keeps_the_new_pair_in_memory_and_saves_it_next_time() {
         stored_pair(&store, &session).map(|p| p.access),
         Some(in_use)
     );
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (1, 1, 0));
+    support::assert_counters!(server, makes: 1, refreshes: 1, refreshes_rejected: 0);
 }
 
 /// Whether an error is the one a fault should give.
@@ -528,7 +503,7 @@ fn server_faults_on_refresh_are_typed_and_keep_the_stored_pair() {
 fn a_lost_refresh_reply_is_reported_then_recovered_by_one_make() {
     let server = server();
     let store = MemoryStore::new();
-    let session = session_with(&server, store.clone());
+    let session = session_on(&server, store.clone());
     session.access_token().unwrap();
     server.revoke_access_tokens();
     server.inject(Route::Refresh, Fault::LostReply);
@@ -536,8 +511,7 @@ fn a_lost_refresh_reply_is_reported_then_recovered_by_one_make() {
     assert!(matches!(err, Error::RefreshReplyLost { .. }), "{err:?}");
     assert!(err.to_string().contains("lost"), "{err}");
     session.request("GET", "/v1/licenses", None).unwrap();
-    let c = server.counters();
-    assert_eq!((c.makes, c.refreshes, c.refreshes_rejected), (2, 1, 1));
+    support::assert_counters!(server, makes: 2, refreshes: 1, refreshes_rejected: 1);
 }
 
 #[test]
@@ -587,7 +561,7 @@ fn faults_on_ordinary_calls_are_typed_and_spend_no_auth_call() {
 #[test]
 fn the_server_error_of_an_ordinary_call_is_kept() {
     let server = server();
-    let session = session_with(&server, MemoryStore::new());
+    let session = session_on(&server, MemoryStore::new());
     let err = session
         .request(
             "POST",

@@ -39,7 +39,11 @@ use chatapp_session::testing::{
     FakeChatApp, Fault, ManualClock, RefusedBecause, Route, TokenEvent, TokenOutcome,
     DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
 };
-use chatapp_session::{Clock, Credentials, Session, StoreError};
+use chatapp_session::{Clock, Session, StoreError};
+
+mod support;
+use support::child::{self, Params};
+use support::{seed_from_env, XorShift};
 
 const DAY: i64 = 86_400;
 /// Where the simulated time starts (a fixed moment, so that a replay starts there too).
@@ -72,44 +76,15 @@ const MAX_SKEW: i64 = 15 * DAY;
 /// Where a failure prints from: the last this many events.
 const LAST_EVENTS: usize = 50;
 
-const CHILD_SLOT: &str = "CHATAPP_SOAK_CHILD_SLOT";
-const CHILD_STORE: &str = "CHATAPP_SOAK_CHILD_STORE";
-const CHILD_BASE: &str = "CHATAPP_SOAK_CHILD_BASE";
-const CHILD_CONTROL: &str = "CHATAPP_SOAK_CHILD_CONTROL";
-const CHILD_THREADS: &str = "CHATAPP_SOAK_CHILD_THREADS";
-const CHILD_GAP_MS: &str = "CHATAPP_SOAK_CHILD_GAP_MS";
-const CHILD_SEED: &str = "CHATAPP_SOAK_CHILD_SEED";
-
 /// One soak at a time: they share two cores, and their latencies are measured.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 // ---------------------------------------------------------------------------------------------
 // Randomness and the control file
 
-/// xorshift64: reproducible from its seed.
-#[derive(Clone, Debug)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// True with probability `p`.
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    fn skew(&mut self) -> i64 {
-        self.below(2 * MAX_SKEW as u64 + 1) as i64 - MAX_SKEW
-    }
+/// A child's clock skew: within ±[`MAX_SKEW`].
+fn skew(rng: &mut XorShift) -> i64 {
+    rng.below(2 * MAX_SKEW as u64 + 1) as i64 - MAX_SKEW
 }
 
 /// What every child reads from the control file: the server's simulated time, the phase, the
@@ -252,29 +227,7 @@ impl TokenStore for FlakyDisk {
 
 /// Opens a store from a spec (`file:PATH`, `sqlite:PATH`, `keyring:SERVICE`, `postgres:CONNINFO`).
 fn open_store(spec: &str) -> Box<dyn TokenStore> {
-    let (kind, arg) = spec.split_once(':').unwrap();
-    match kind {
-        "file" => {
-            Box::new(chatapp_session::store::FileStore::new(arg).with_lock_timeout(LOCK_TIMEOUT))
-        }
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Box::new(
-            chatapp_session::store::SqliteStore::open(arg)
-                .unwrap()
-                .with_lock_timeout(LOCK_TIMEOUT),
-        ),
-        #[cfg(feature = "keyring")]
-        "keyring" => {
-            Box::new(chatapp_session::store::KeyringStore::new(arg).with_lock_timeout(LOCK_TIMEOUT))
-        }
-        #[cfg(feature = "postgres")]
-        "postgres" => Box::new(
-            chatapp_session::store::PostgresStore::connect(arg)
-                .unwrap()
-                .with_lock_timeout(LOCK_TIMEOUT),
-        ),
-        other => panic!("store {other} not built in"),
-    }
+    support::open_store_with(spec, Some(LOCK_TIMEOUT))
 }
 
 /// A token's fingerprint (never the token): std's SipHash with fixed keys.
@@ -284,26 +237,20 @@ fn fingerprint(secret: &str) -> u64 {
     h.finish()
 }
 
-fn env<T: std::str::FromStr>(name: &str) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing: this test is started by the soak tests"))
-}
-
 /// The child: T threads call `GET /v1/licenses` at random (real) intervals while the phase
 /// is `run`, and print one line per call: `call SLOT NOW ok|err MILLIS [error]`. Logs at
 /// debug level go to stderr, which the parent scans for secrets.
 #[test]
 #[ignore = "a soak child process: started by the soak tests with --ignored --exact"]
 fn soak_child() {
-    let slot: usize = env(CHILD_SLOT);
-    let threads: usize = env(CHILD_THREADS);
-    let gap_ms: u64 = env(CHILD_GAP_MS);
-    let seed: u64 = env(CHILD_SEED);
-    let spec: String = env(CHILD_STORE);
-    let base: String = env(CHILD_BASE);
-    let control = PathBuf::from(env::<String>(CHILD_CONTROL));
+    child::entry("soak_child");
+    let slot: usize = child::parsed("slot");
+    let threads: usize = child::parsed("threads");
+    let gap_ms: u64 = child::parsed("gap-ms");
+    let seed: u64 = child::parsed("seed");
+    let spec = child::param("store");
+    let base = child::param("base");
+    let control = PathBuf::from(child::param("control"));
     let _ = env_logger::Builder::new()
         .parse_filters("chatapp_session=debug")
         .target(env_logger::Target::Stderr)
@@ -326,11 +273,7 @@ fn soak_child() {
     };
     clock.now();
     let session = Session::builder()
-        .credentials(Credentials::new(
-            DEFAULT_EMAIL,
-            DEFAULT_PASSWORD,
-            DEFAULT_APP_ID,
-        ))
+        .credentials(support::default_credentials())
         .store(FlakyDisk {
             inner: open_store(&spec),
             control: control.clone(),
@@ -566,17 +509,7 @@ impl Drop for Run {
 }
 
 fn seed() -> u64 {
-    if let Some(seed) = std::env::var("CHATAPP_SOAK_SEED")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        return seed.parse().expect("CHATAPP_SOAK_SEED is a u64");
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    (nanos as u64 ^ u64::from(std::process::id())) | 1
+    seed_from_env("CHATAPP_SOAK_SEED")
 }
 
 impl Run {
@@ -605,7 +538,7 @@ impl Run {
             now: T0,
             phase: Phase::Run,
             disk_full: false,
-            skews: (0..cfg.processes).map(|_| rng.skew()).collect(),
+            skews: (0..cfg.processes).map(|_| skew(&mut rng)).collect(),
         };
         let control_path = dir.join("control");
         control.write(&control_path);
@@ -673,22 +606,15 @@ impl Run {
 
     fn spawn(&mut self, slot: usize, incarnation: u32) -> Child {
         self.spawns += 1;
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "soak_child",
-                "--ignored",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_SLOT, slot.to_string())
-            .env(CHILD_STORE, &self.spec)
-            .env(CHILD_BASE, self.server.base_url())
-            .env(CHILD_CONTROL, &self.control_path)
-            .env(CHILD_THREADS, self.cfg.threads.to_string())
-            .env(CHILD_GAP_MS, (self.cfg.tick_ms / 2).max(1).to_string())
-            .env(
-                CHILD_SEED,
+        let mut child = child::command("soak_child")
+            .param("slot", slot.to_string())
+            .param("store", &self.spec)
+            .param("base", self.server.base_url())
+            .param("control", &self.control_path)
+            .param("threads", self.cfg.threads.to_string())
+            .param("gap-ms", (self.cfg.tick_ms / 2).max(1).to_string())
+            .param(
+                "seed",
                 (self.seed ^ ((slot as u64) << 32 | u64::from(incarnation))).to_string(),
             )
             .env_remove("RUST_LOG")
@@ -898,7 +824,7 @@ impl Run {
             }
             Kind::ClockJump => {
                 let slot = self.rng.below(self.cfg.processes as u64) as usize;
-                let skew = self.rng.skew();
+                let skew = skew(&mut self.rng);
                 self.event(format!(
                     "child {slot}'s clock jumps from {} to {skew} s off",
                     self.control.skews[slot]
@@ -1653,6 +1579,7 @@ fn scratch_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+#[cfg(feature = "file")]
 fn file_spec(dir: &Path) -> String {
     format!("file:{}", dir.join("soak.json").display())
 }
@@ -1662,6 +1589,7 @@ fn sqlite_spec(dir: &Path) -> String {
     format!("sqlite:{}", dir.join("soak.db").display())
 }
 
+#[cfg(feature = "file")]
 #[test]
 fn short_soak_on_a_file_store() {
     let dir = scratch_dir();
@@ -1676,60 +1604,38 @@ fn short_soak_on_a_sqlite_store() {
 }
 
 #[cfg(feature = "postgres")]
-fn postgres_spec() -> Option<String> {
-    match std::env::var("CHATAPP_TEST_POSTGRES") {
-        Ok(conninfo) => Some(format!("postgres:{conninfo}")),
-        Err(_) if std::env::var_os("CHATAPP_SKIP_POSTGRES_TESTS").is_some() => {
-            eprintln!("CHATAPP_SKIP_POSTGRES_TESTS is set: skipped");
-            None
-        }
-        Err(_) => panic!(
-            "CHATAPP_TEST_POSTGRES is not set: run the suite as `bash .ci/test` \
-             (or set CHATAPP_SKIP_POSTGRES_TESTS=1)"
-        ),
-    }
+fn postgres_spec() -> String {
+    format!("postgres:{}", support::postgres_conninfo())
 }
 
 #[cfg(feature = "postgres")]
 #[test]
+#[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn short_soak_on_a_postgres_store() {
-    if let Some(spec) = postgres_spec() {
-        soak("postgres", spec, SHORT, true);
-    }
+    soak("postgres", postgres_spec(), SHORT, true);
 }
 
 #[cfg(feature = "keyring")]
-fn keyring_spec() -> Option<String> {
-    if std::env::var_os("CHATAPP_SKIP_KEYRING_TESTS").is_some() {
-        eprintln!("CHATAPP_SKIP_KEYRING_TESTS is set: skipped");
-        return None;
-    }
-    let service = format!(
-        "chatapp-session-soak-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+fn keyring_spec() -> String {
+    let service = support::unique_name("chatapp-session-soak");
     let probe = chatapp_session::store::KeyringStore::new(service.clone());
     if let Err(e) = probe.load(&StoreKey::new("probe")) {
         panic!(
             "the keyring is not reachable ({e}): run the suite as `bash .ci/test` \
-             (under .ci/keyring-env), or set CHATAPP_SKIP_KEYRING_TESTS=1"
+             (under .ci/keyring-env), or set CHATAPP_SKIP_KEYRING_TESTS=1 when building"
         );
     }
-    Some(format!("keyring:{service}"))
+    format!("keyring:{service}")
 }
 
 #[cfg(feature = "keyring")]
 #[test]
+#[cfg_attr(chatapp_no_keyring, ignore = "CHATAPP_SKIP_KEYRING_TESTS")]
 fn short_soak_on_a_keyring_store() {
-    if let Some(spec) = keyring_spec() {
-        soak("keyring", spec, SHORT, true);
-    }
+    soak("keyring", keyring_spec(), SHORT, true);
 }
 
+#[cfg(feature = "file")]
 #[test]
 #[ignore = "release check, minutes: cargo test --release --test soak -- --ignored long"]
 fn long_soak_on_a_file_store() {
@@ -1749,9 +1655,7 @@ fn long_soak_on_a_sqlite_store() {
 #[test]
 #[ignore = "release check, minutes: cargo test --release --test soak -- --ignored long"]
 fn long_soak_on_a_postgres_store() {
-    if let Some(spec) = postgres_spec() {
-        soak("postgres", spec, LONG, true);
-    }
+    soak("postgres", postgres_spec(), LONG, true);
 }
 
 #[test]

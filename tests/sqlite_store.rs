@@ -1,61 +1,44 @@
 //! `SqliteStore` against real databases in temporary directories.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chatapp_session::store::{conformance, SqliteStore, StoreKey, TokenStore};
+use chatapp_session::store::{SqliteStore, StoreKey, TokenStore};
 use chatapp_session::StoreError;
 
-use common::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
+use support::{refuses_corrupt, secret_record, set_sqlite_row, sqlite_row, CORRUPT_RECORDS};
 
 fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).unwrap()
+}
+
+support::cross_process_tests! {
+    place: {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db_in(&dir);
+        (dir, path)
+    },
+    open: open
 }
 
 fn db_in(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("tokens.db")
 }
 
-/// The record column of `key`, read with a plain connection.
-fn raw_record(path: &Path, key: &str) -> String {
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .query_row(
-            "SELECT record FROM chatapp_tokens WHERE store_key = ?1",
-            [key],
-            |row| row.get(0),
-        )
-        .unwrap()
-}
-
-/// Plays a child process's part when this binary is re-run by a cross-process test.
-#[test]
-fn child_process() {
-    common::run_child_if_asked(open);
-}
-
-#[test]
-fn conformance_run_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nested").join("tokens.db");
-    conformance::run_all(&|| open(&path), true);
-}
-
+#[cfg(feature = "testing")]
 #[test]
 fn the_row_holds_the_record_codec_text() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = open(&path);
     store.save(&StoreKey::new("k"), &secret_record(1)).unwrap();
-    let text = raw_record(&path, "k");
+    let text = sqlite_row(&path, "k");
     assert_eq!(
         text.as_str(),
-        chatapp_session::testing::encode_record(&secret_record(1), "test", "here")
-            .unwrap()
-            .as_str()
+        support::codec_text(&secret_record(1)).as_str()
     );
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
@@ -160,15 +143,9 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
     store.save(&other, &secret_record(2)).unwrap();
 
     for bad in CORRUPT_RECORDS {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute(
-                "UPDATE chatapp_tokens SET record = ?1 WHERE store_key = 'k'",
-                [bad],
-            )
-            .unwrap();
+        set_sqlite_row(&path, "k", bad);
         refuses_corrupt(&store, &key, &["sqlite:", "tokens.db key k"], bad);
-        assert_eq!(raw_record(&path, "k"), bad, "the corrupt row was changed");
+        assert_eq!(sqlite_row(&path, "k"), bad, "the corrupt row was changed");
         // The other account is unaffected, and the lock is free again.
         store.save(&other, &secret_record(4)).unwrap();
         assert_eq!(store.load(&other).unwrap(), Some(secret_record(4)));
@@ -189,9 +166,10 @@ fn a_corrupt_row_is_reported_and_left_unchanged() {
         store.save(&key, &secret_record(5)),
         Err(StoreError::UnsupportedVersion { .. })
     ));
-    assert_eq!(raw_record(&path, "k"), r#"{"version":9,"pair":null}"#);
+    assert_eq!(sqlite_row(&path, "k"), r#"{"version":9,"pair":null}"#);
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -209,9 +187,8 @@ fn a_newer_schema_is_refused() {
         }) => assert_eq!((found, supported), (99, 1)),
         other => panic!("open gave {other:?}"),
     }
-    assert_eq!(raw_record(&path, "k"), {
-        let text =
-            chatapp_session::testing::encode_record(&secret_record(1), "test", "here").unwrap();
+    assert_eq!(sqlite_row(&path, "k"), {
+        let text = support::codec_text(&secret_record(1));
         text.as_str().to_owned()
     });
 }
@@ -311,49 +288,10 @@ fn a_huge_lock_timeout_is_capped_not_a_panic() {
 }
 
 #[test]
-fn lock_waits_for_another_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
-    let store = open(&path);
-    common::lock_waits_for_other_process(&store, &path);
-}
-
-#[test]
-fn a_killed_holder_releases_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
-    drop(open(&path));
-    common::killed_child_releases_lock(open, &path);
-}
-
-#[test]
-fn two_processes_increment_without_losing_updates() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
-    let store = open(&path);
-    common::two_processes_increment(&store, &path);
-}
-
-/// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM): each waiter ends with
-/// `LockTimeout` within its lock timeout + 2 s (SQLite's old 10 s busy timeout is gone).
-#[test]
-fn a_stopped_lock_holder_times_out_every_waiter() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
-    drop(open(&path));
-    let key = StoreKey::new("stopped holder");
-    let mut holder = common::spawn_child("hold-forever", &path, &key);
-    common::wait_until_locked(&mut holder);
-    common::stopped_holder_times_out_every_waiter(holder, &key, || {
-        open(&path).with_lock_timeout(common::STOPPED_LOCK_TIMEOUT)
-    });
-}
-
-#[test]
 fn a_load_after_a_save_takes_the_lock_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let holder = open(&path);
     let waiter = open(&path).with_lock_timeout(Duration::from_millis(200));
-    common::a_load_after_a_save_takes_the_lock_again(&holder, &waiter);
+    support::a_load_after_a_save_takes_the_lock_again(&holder, &waiter);
 }

@@ -1,85 +1,59 @@
-//! The conformance suite (`chatapp_session::store::conformance`), one test per check per store.
+//! The conformance suite (`chatapp_session::store::conformance`), one test per check per store,
+//! once per store: the memory, file and SQLite stores here (each also sealed with
+//! `Encryption`, whose codec sits between the store and its bytes: a different write path),
+//! the keyring and PostgreSQL stores in their own test binaries (`conformance_suite_*`,
+//! `conformance_run_all`), which need the keyring or the server their environment gives.
+//! A new store: one more `conformance_tests!` line below.
+
+/// One test per named check, on a store that `$open` (a `Fn() -> Store`) opens.
+macro_rules! checks {
+    ($open:expr; $($check:ident),+) => {
+        $(
+            #[test]
+            fn $check() {
+                let open = $open;
+                conformance::$check(&open());
+            }
+        )+
+    };
+}
 
 /// Generates a test module running every conformance check against the store that `$open`
-/// (an expression evaluated once per test, returning a `Fn() -> Store`) opens.
+/// (an expression evaluated once per test, returning a `Fn() -> Store`) opens. Every store
+/// here is durable (a clone of a `MemoryStore` shares its map), so `survives_reopen` applies.
 macro_rules! conformance_tests {
-    ($(#[$attr:meta])* $name:ident, durable = $durable:expr, $open:expr) => {
+    ($(#[$attr:meta])* $name:ident, $open:expr) => {
         $(#[$attr])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;
             use chatapp_session::store::conformance;
 
-            #[test]
-            fn empty_load() {
-                let open = $open;
-                conformance::empty_load(&open());
-            }
-
-            #[test]
-            fn save_then_load() {
-                let open = $open;
-                conformance::save_then_load(&open());
-            }
-
-            #[test]
-            fn overwrite() {
-                let open = $open;
-                conformance::overwrite(&open());
-            }
-
-            #[test]
-            fn clear_is_idempotent_and_keeps_ledger() {
-                let open = $open;
-                conformance::clear_is_idempotent_and_keeps_ledger(&open());
-            }
-
-            #[test]
-            fn keys_isolated() {
-                let open = $open;
-                conformance::keys_isolated(&open());
-            }
+            checks!(
+                $open;
+                empty_load,
+                save_then_load,
+                overwrite,
+                clear_is_idempotent_and_keeps_ledger,
+                keys_isolated,
+                keys_are_listed,
+                concurrent_saves,
+                lock_excludes_second_holder,
+                lock_unless_finds_saved_record,
+                lock_then_load_sees_saved
+            );
 
             #[test]
             fn survives_reopen() {
-                if $durable {
-                    let open = $open;
-                    conformance::survives_reopen(&open);
-                }
+                let open = $open;
+                conformance::survives_reopen(&open);
             }
 
+            /// Two stores over one storage, as two processes.
             #[test]
-            fn concurrent_saves() {
+            fn lock_unless_finds_saved_record_across() {
                 let open = $open;
-                conformance::concurrent_saves(&open());
-            }
-
-            #[test]
-            fn lock_excludes_second_holder() {
-                let open = $open;
-                conformance::lock_excludes_second_holder(&open());
-            }
-
-            /// On one store, then on two stores over one storage, as two processes (every
-            /// store here is durable).
-            #[test]
-            fn lock_unless_finds_saved_record() {
-                let open = $open;
-                let store = open();
-                conformance::lock_unless_finds_saved_record(&store);
-                conformance::lock_unless_finds_saved_record_across(&store, &open());
-            }
-
-            #[test]
-            fn lock_then_load_sees_saved() {
-                let open = $open;
-                conformance::lock_then_load_sees_saved(&open());
-            }
-
-            #[test]
-            fn run_all() {
-                let open = $open;
-                conformance::run_all(&open, $durable);
+                conformance::lock_unless_finds_saved_record_across(&open(), &open());
             }
         }
     };
@@ -87,18 +61,21 @@ macro_rules! conformance_tests {
 
 // Clones of a MemoryStore share one map, so a clone is a "reopened" store that must see the
 // records: the durable checks apply.
-conformance_tests!(memory, durable = true, {
-    let shared = chatapp_session::store::MemoryStore::new();
-    move || shared.clone()
-});
+conformance_tests!(
+    #[cfg(feature = "memory")]
+    memory,
+    {
+        let shared = chatapp_session::store::MemoryStore::new();
+        move || shared.clone()
+    }
+);
 
 conformance_tests!(
     #[cfg(feature = "file")]
     file,
-    durable = true,
     {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.json");
+        let path = dir.path().join("nested").join("store.json");
         move || {
             let _keep = &dir;
             chatapp_session::store::FileStore::new(&path)
@@ -109,10 +86,9 @@ conformance_tests!(
 conformance_tests!(
     #[cfg(feature = "sqlite")]
     sqlite,
-    durable = true,
     {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.db");
+        let path = dir.path().join("nested").join("tokens.db");
         move || {
             let _keep = &dir;
             chatapp_session::store::SqliteStore::open(&path).unwrap()
@@ -123,11 +99,10 @@ conformance_tests!(
 conformance_tests!(
     #[cfg(all(feature = "file", feature = "encryption"))]
     file_encrypted,
-    durable = true,
     {
         use chatapp_session::store::{Encryption, EncryptionKey};
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.json");
+        let path = dir.path().join("nested").join("store.json");
         move || {
             let _keep = &dir;
             chatapp_session::store::FileStore::new(&path)
@@ -139,11 +114,10 @@ conformance_tests!(
 conformance_tests!(
     #[cfg(all(feature = "sqlite", feature = "encryption"))]
     sqlite_encrypted,
-    durable = true,
     {
         use chatapp_session::store::{Encryption, EncryptionKey};
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.db");
+        let path = dir.path().join("nested").join("tokens.db");
         move || {
             let _keep = &dir;
             chatapp_session::store::SqliteStore::open(&path)

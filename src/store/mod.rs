@@ -3,8 +3,8 @@
 //! A [`TokenStore`] keeps one [`StoredRecord`] per [`StoreKey`] and offers an exclusive,
 //! cross-process [`lock`](TokenStore::lock) under which a session reloads the record, refreshes
 //! and saves the new pair: the single flight of `DESIGN.md`. Backends, each behind its cargo
-//! feature: [`MemoryStore`] (always), `FileStore` (`file`), `SqliteStore` (`sqlite`),
-//! `KeyringStore` (`keyring`), `PostgresStore` (`postgres`).
+//! feature: `MemoryStore` (`memory`, a default feature), `FileStore` (`file`), `SqliteStore`
+//! (`sqlite`), `KeyringStore` (`keyring`), `PostgresStore` (`postgres`).
 //!
 //! With the `testing` feature, [`conformance`] holds the checks every store passes, ready to
 //! run against a store of your own.
@@ -75,6 +75,8 @@ mod file;
 mod fs;
 #[cfg(feature = "keyring")]
 mod keyring;
+// Always compiled: the builder's store when none is given. Public with the `memory` feature.
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -96,8 +98,11 @@ pub use encryption::{Encryption, EncryptionKey, KEYRING_KEY_ACCOUNT};
 pub use file::FileStore;
 #[cfg(feature = "keyring")]
 pub use keyring::{KeyringBackend, KeyringStore};
+#[cfg(feature = "memory")]
 pub use memory::MemoryStore;
-#[cfg(test)]
+#[cfg(not(feature = "memory"))]
+pub(crate) use memory::MemoryStore;
+#[cfg(all(test, feature = "file"))]
 pub(crate) use record::RECORD_VERSION;
 pub(crate) use record::{decode_record, encode_record};
 #[cfg(feature = "sqlite")]

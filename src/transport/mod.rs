@@ -14,7 +14,7 @@ mod ureq;
 
 pub(crate) use self::envelope::data_as;
 pub(crate) use self::envelope::parse_envelope;
-#[cfg(test)]
+#[cfg(all(test, feature = "file"))]
 pub(crate) use self::envelope::parse_token_pair;
 pub(crate) use self::path::{check_path, join};
 pub(crate) use self::ureq::UreqTransport;

@@ -1,225 +1,108 @@
-//! Helpers for the reliability and security tests: the example binaries (the `chatapp` CLI and
-//! the demo) run as real child processes against a `FakeChatApp` in this process, and the
-//! stores they leave behind.
+//! The one support module of the integration tests: each test binary says `mod support;`.
+//!
+//! - [`child`]: the child-process harness (a test binary re-run as a child);
+//! - `cli` (feature `testing`): the example binaries as child processes;
+//! - `files`: directory listings, private files, polling;
+//! - `random`: a seeded xorshift generator and its seed;
+//! - `session` (feature `testing`): the fake's default account, calls from many threads;
+//! - `stores`: a store from a spec, records, the durable stores' cross-process checks.
+//!
+//! Every test binary compiles all of it and uses a part, hence the one `allow(dead_code)`.
 
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+pub mod child;
+#[cfg(feature = "testing")]
+mod cli;
+mod files;
+mod random;
+#[cfg(feature = "testing")]
+mod session;
+mod stores;
 
-use chatapp_session::store::{FileStore, StoreKey, StoredRecord, TokenStore};
-use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
+// Re-exported flat (`support::Cli`, `support::listing`), each used by some test binaries only.
+#[cfg(feature = "testing")]
+#[allow(unused_imports)]
+pub use cli::*;
+#[allow(unused_imports)]
+pub use files::*;
+#[allow(unused_imports)]
+pub use random::*;
+#[cfg(feature = "testing")]
+#[allow(unused_imports)]
+pub use session::*;
+#[allow(unused_imports)]
+pub use stores::*;
 
-/// An example binary built by `cargo test`: `target/<profile>/examples/<name>`, found beside
-/// this test binary (`target/<profile>/deps/<test>-<hash>`).
-pub fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "{} is missing: run the full `cargo test` (it builds the examples before the tests), \
-         not `cargo test --test <name>` alone",
-        path.display()
-    );
-    path
+/// Asserts some of a `FakeChatApp`'s counters at once, showing them all when one differs:
+/// `assert_counters!(server, makes: 1, refreshes: 0);`.
+#[allow(unused_macros)]
+macro_rules! assert_counters {
+    ($server:expr, $($field:ident: $value:expr),+ $(,)?) => {{
+        let c = $server.counters();
+        assert_eq!(($(c.$field),+), ($($value),+), "{c:?}");
+    }};
 }
+#[allow(unused_imports)]
+pub(crate) use assert_counters;
 
-/// What a finished child process did.
-#[derive(Debug)]
-pub struct Run {
-    /// The exit code (`None` when a signal ended it).
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    fn from_output(output: Output) -> Run {
-        Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+/// The cross-process tests of a durable store, and the entry test of their children: a child
+/// holds the lock (the parent's `lock` waits), is killed holding it (the lock is released),
+/// is stopped holding it (every waiter times out), two children increment a ledger (nothing
+/// is lost). `place` is an expression giving `(keep, path)`: something to keep alive for the
+/// test's length and the `&Path` the store's `open: fn(&Path) -> Store` opens (for PostgreSQL,
+/// a conninfo); the attributes go on every test but the child entry.
+#[allow(unused_macros)]
+macro_rules! cross_process_tests {
+    ($(#[$attr:meta])* place: $place:expr, open: $open:expr) => {
+        /// Plays a child process's part when this binary is re-run by a cross-process test.
+        #[test]
+        #[ignore = "child process entry: started by this file's cross-process tests"]
+        fn child_process() {
+            $crate::support::run_child($open);
         }
-    }
 
-    /// Asserts the exit code, showing everything the process said when it differs.
-    pub fn expect_code(&self, code: i32, what: &str) -> &Run {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "{what}: exit code\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// The one line on stderr of a failed command: `chatapp: ...`, short, nothing else.
-    pub fn one_error_line(&self, what: &str) -> &str {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "{what}: stderr must be exactly one line:\n{}",
-            self.stderr
-        );
-        let line = lines[0];
-        assert!(line.starts_with("chatapp: "), "{what}: {line}");
-        assert!(
-            line.len() <= 400,
-            "{what}: the error line is {} characters long: {line}",
-            line.len()
-        );
-        line
-    }
-}
-
-/// The `chatapp` CLI, aimed at a server and a store, with a clean environment (no proxy, no
-/// `RUST_LOG`, no `CHATAPP_*` from the developer's shell).
-#[derive(Clone, Debug)]
-pub struct Cli {
-    pub base_url: String,
-    pub store: String,
-    pub env: Vec<(String, String)>,
-    /// Run under `/usr/bin/time -f %M -o FILE` to learn the peak memory.
-    pub time_file: Option<PathBuf>,
-}
-
-impl Cli {
-    /// The CLI against `server`, with its default account's credentials in the environment,
-    /// keeping the pair in `store` (a SPEC such as `file:PATH`).
-    pub fn new(server: &FakeChatApp, store: impl Into<String>) -> Cli {
-        Cli {
-            base_url: server.base_url(),
-            store: store.into(),
-            env: vec![
-                ("CHATAPP_EMAIL".into(), DEFAULT_EMAIL.into()),
-                ("CHATAPP_PASSWORD".into(), DEFAULT_PASSWORD.into()),
-                ("CHATAPP_APP_ID".into(), DEFAULT_APP_ID.into()),
-            ],
-            time_file: None,
+        #[test]
+        $(#[$attr])*
+        fn lock_waits_for_another_process() {
+            let (_keep, path) = $place;
+            let store = $open(&path);
+            $crate::support::lock_waits_for_other_process(&store, &path);
         }
-    }
 
-    /// The CLI on the file store at `path`.
-    pub fn file(server: &FakeChatApp, path: &Path) -> Cli {
-        Cli::new(server, format!("file:{}", path.display()))
-    }
-
-    /// Sets (or replaces) an environment variable of the child.
-    pub fn with_env(mut self, name: &str, value: &str) -> Cli {
-        self.env.retain(|(n, _)| n != name);
-        self.env.push((name.into(), value.into()));
-        self
-    }
-
-    /// Removes an environment variable of the child.
-    pub fn without_env(mut self, name: &str) -> Cli {
-        self.env.retain(|(n, _)| n != name);
-        self
-    }
-
-    /// Runs `chatapp --base-url URL --store SPEC <args>`.
-    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Run {
-        let mut all: Vec<&OsStr> = vec![
-            OsStr::new("--base-url"),
-            OsStr::new(&self.base_url),
-            OsStr::new("--store"),
-            OsStr::new(&self.store),
-        ];
-        all.extend(args.iter().map(AsRef::as_ref));
-        self.run_raw(&all)
-    }
-
-    /// Runs `chatapp <args>` exactly as given.
-    pub fn run_raw<S: AsRef<OsStr>>(&self, args: &[S]) -> Run {
-        let chatapp = example("chatapp");
-        let mut command = match &self.time_file {
-            Some(file) => {
-                let mut c = Command::new("/usr/bin/time");
-                c.arg("-f").arg("%M").arg("-o").arg(file).arg(&chatapp);
-                c
-            }
-            None => Command::new(&chatapp),
-        };
-        command
-            .args(args)
-            .env_clear()
-            .envs(self.env.iter().map(|(n, v)| (n, v)))
-            .stdin(Stdio::null());
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
+        #[test]
+        $(#[$attr])*
+        fn a_killed_holder_releases_the_lock() {
+            let (_keep, path) = $place;
+            drop($open(&path));
+            $crate::support::killed_child_releases_lock($open, &path);
         }
-        Run::from_output(command.output().expect("the chatapp example runs"))
-    }
-}
 
-/// The key under which the CLI keeps the default account's record for `server`.
-pub fn cli_key(server: &FakeChatApp) -> StoreKey {
-    StoreKey::for_account(&server.base_url(), DEFAULT_EMAIL, DEFAULT_APP_ID)
-}
+        #[test]
+        $(#[$attr])*
+        fn two_processes_increment_without_losing_updates() {
+            let (_keep, path) = $place;
+            let store = $open(&path);
+            $crate::support::two_processes_increment(&store, &path);
+        }
 
-/// Saves a pair the server issued (without counting a make) where the CLI will find it.
-pub fn seed_pair(server: &FakeChatApp, store: &dyn TokenStore) -> StoredRecord {
-    let record = StoredRecord {
-        pair: Some(server.issue_pair()),
-        makes: Vec::new(),
-        ..Default::default()
+        /// Issue 9: a lock holder stopped with SIGSTOP (Ctrl-Z, a paused VM) no longer blocks
+        /// the other processes for ever: each waiter ends with `LockTimeout` within its lock
+        /// timeout + 2 s.
+        #[cfg(unix)]
+        #[test]
+        $(#[$attr])*
+        fn a_stopped_lock_holder_times_out_every_waiter() {
+            let (_keep, path) = $place;
+            drop($open(&path));
+            let key = chatapp_session::store::StoreKey::new("stopped holder");
+            let mut holder = $crate::support::spawn_child("hold-forever", &path, &key);
+            $crate::support::wait_until_locked(&mut holder);
+            $crate::support::stopped_holder_times_out_every_waiter(holder, &key, || {
+                $open(&path).with_lock_timeout($crate::support::STOPPED_LOCK_TIMEOUT)
+            });
+        }
     };
-    store
-        .save(&cli_key(server), &record)
-        .expect("seeding the store");
-    record
 }
-
-/// The record the CLI keeps for `server` in the file store at `path`.
-pub fn file_record(server: &FakeChatApp, path: &Path) -> Option<StoredRecord> {
-    FileStore::new(path)
-        .load(&cli_key(server))
-        .expect("the store file is readable")
-}
-
-/// Polls `done` every 10 ms until it holds, for at most `limit`; whether it did.
-pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    done()
-}
-
-/// The names in `dir`, sorted.
-pub fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("a readable directory")
-        .map(|e| {
-            e.expect("a directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-/// Writes `bytes` as a file readable by its owner only.
-pub fn write_private(path: &Path, bytes: impl AsRef<[u8]>) {
-    std::fs::write(path, bytes).expect("writing a file");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-}
+#[allow(unused_imports)]
+pub(crate) use cross_process_tests;

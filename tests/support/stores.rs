@@ -1,10 +1,8 @@
-//! Helpers shared by the durable stores' tests: records, and child processes (this same test
-//! binary, re-run with an environment variable) that hold a store's lock or update it.
+//! Stores: one opener for store specs, records, and the cross-process checks of the durable
+//! stores, whose other side is a child process (this same test binary, through
+//! [`super::child`]) that holds a store's lock or updates it.
 
-#![allow(dead_code)]
-
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -13,10 +11,8 @@ use std::time::{Duration, Instant};
 use chatapp_session::store::{StoreKey, StoredRecord, TokenStore};
 use chatapp_session::{AccessToken, RefreshToken, StoreError, TokenPair};
 
-/// Tells a re-run test binary which child role to play.
-const ROLE_ENV: &str = "CHATAPP_STORE_TEST_CHILD";
-const PATH_ENV: &str = "CHATAPP_STORE_TEST_PATH";
-const KEY_ENV: &str = "CHATAPP_STORE_TEST_KEY";
+use super::child::{self, Params};
+
 /// What a child prints once it holds the lock.
 const LOCKED: &str = "child-holds-the-lock";
 /// The ledger entry a `hold` child saves just before it releases the lock.
@@ -25,6 +21,41 @@ pub const HOLDER_MARK: i64 = 4242;
 pub const HOLD: Duration = Duration::from_millis(1000);
 /// Increments per `increment` child.
 pub const INCREMENTS: i64 = 100;
+
+/// Opens a store from a spec as the CLI's `--store` takes it (`memory`, `file:PATH`,
+/// `sqlite:PATH`, `keyring:SERVICE`, `postgres:CONNINFO`) with its default lock timeout.
+pub fn open_store(spec: &str) -> Box<dyn TokenStore> {
+    open_store_with(spec, None)
+}
+
+/// [`open_store`], with `lock_timeout` when given.
+pub fn open_store_with(spec: &str, lock_timeout: Option<Duration>) -> Box<dyn TokenStore> {
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    macro_rules! timed {
+        ($store:expr) => {{
+            let store = $store;
+            match lock_timeout {
+                Some(timeout) => Box::new(store.with_lock_timeout(timeout)) as Box<dyn TokenStore>,
+                None => Box::new(store),
+            }
+        }};
+    }
+    match kind {
+        #[cfg(feature = "memory")]
+        "memory" => Box::new(chatapp_session::store::MemoryStore::new()),
+        #[cfg(feature = "file")]
+        "file" => timed!(chatapp_session::store::FileStore::new(arg)),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => timed!(chatapp_session::store::SqliteStore::open(arg).expect("open SQLite")),
+        #[cfg(feature = "keyring")]
+        "keyring" => timed!(chatapp_session::store::KeyringStore::new(arg)),
+        #[cfg(feature = "postgres")]
+        "postgres" => timed!(
+            chatapp_session::store::PostgresStore::connect(arg).expect("connect to PostgreSQL")
+        ),
+        other => panic!("store {other} ({arg}) is not built in"),
+    }
+}
 
 /// A record whose tokens contain `SECRET`, to check that no error ever quotes one.
 pub fn secret_record(n: i64) -> StoredRecord {
@@ -41,15 +72,14 @@ pub fn secret_record(n: i64) -> StoredRecord {
     }
 }
 
-/// In a child (the role variable set), plays the role and exits; otherwise returns at once.
-/// Called by each test binary's `child_process` test.
-pub fn run_child_if_asked<S: TokenStore>(open: impl Fn(&Path) -> S) {
-    let Ok(role) = std::env::var(ROLE_ENV) else {
-        return;
-    };
-    let path = PathBuf::from(std::env::var_os(PATH_ENV).unwrap_or_default());
-    let key = StoreKey::new(std::env::var(KEY_ENV).unwrap_or_default());
-    let store = open(&path);
+/// The entry test of the store tests' children: plays the role its parent gave
+/// ([`spawn_child`]) on the store `open` opens. Called by each store test binary's
+/// `child_process` test.
+pub fn run_child<S: TokenStore>(open: impl Fn(&Path) -> S) {
+    child::entry("child_process");
+    let role = child::param("role");
+    let key = StoreKey::new(child::param("key"));
+    let store = open(Path::new(&child::param("path")));
     match role.split_once(':').unwrap_or((role.as_str(), "")) {
         ("hold", _) => {
             let mut guard = store.lock(&key).unwrap();
@@ -79,16 +109,10 @@ pub fn run_child_if_asked<S: TokenStore>(open: impl Fn(&Path) -> S) {
 
 /// Starts this test binary again as a child playing `role` on the store at `path`.
 pub fn spawn_child(role: &str, path: &Path, key: &StoreKey) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE_ENV, role)
-        .env(PATH_ENV, path)
-        .env(KEY_ENV, key.as_str())
+    child::command("child_process")
+        .param("role", role)
+        .param("path", path)
+        .param("key", key.as_str())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
@@ -96,18 +120,7 @@ pub fn spawn_child(role: &str, path: &Path, key: &StoreKey) -> Child {
 
 /// Waits until `child` says it holds the lock.
 pub fn wait_until_locked(child: &mut Child) {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if line.contains(LOCKED) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the child never took the lock");
+    child::wait_for_line(child, LOCKED, Duration::from_secs(60));
 }
 
 /// A child holds the lock for [`HOLD`] and saves just before releasing it: this process's
@@ -343,4 +356,70 @@ pub fn a_load_after_a_save_takes_the_lock_again<S: TokenStore, W: TokenStore>(
     drop(guard);
     let mut again = waiter.lock(&key).unwrap();
     assert_eq!(again.load().unwrap(), Some(secret_record(2)));
+}
+
+/// The test PostgreSQL server's conninfo: `CHATAPP_TEST_POSTGRES`, or pgbouncer's
+/// (`CHATAPP_TEST_PGBOUNCER`) with `CHATAPP_TEST_POSTGRES_ROUTE=pgbouncer`. The tests that
+/// need it carry `#[cfg_attr(chatapp_no_postgres, ignore = "...")]` (see build.rs), so this
+/// fails only when such a test is run anyway.
+pub fn postgres_conninfo() -> String {
+    let var = match std::env::var("CHATAPP_TEST_POSTGRES_ROUTE").as_deref() {
+        Ok("pgbouncer") => "CHATAPP_TEST_PGBOUNCER",
+        _ => "CHATAPP_TEST_POSTGRES",
+    };
+    match std::env::var(var) {
+        Ok(conninfo) if !conninfo.trim().is_empty() => conninfo,
+        _ => panic!(
+            "{var} is not set: run the PostgreSQL tests under .ci/postgres-env (bash .ci/test \
+             does)"
+        ),
+    }
+}
+
+/// A name no other test, process or run uses: `<prefix>-<pid>-<nanos>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// The `record` column of `key` in the SQLite store at `path`, read with a plain connection.
+#[cfg(feature = "sqlite")]
+pub fn sqlite_row(path: &Path, key: &str) -> String {
+    rusqlite::Connection::open(path)
+        .expect("open the database")
+        .query_row(
+            "SELECT record FROM chatapp_tokens WHERE store_key = ?1",
+            [key],
+            |row| row.get(0),
+        )
+        .expect("the row of the key")
+}
+
+/// Writes `text` as the `record` column of `key` in the SQLite store at `path` (a row is
+/// added when there is none), with a plain connection.
+#[cfg(feature = "sqlite")]
+pub fn set_sqlite_row(path: &Path, key: &str, text: &str) {
+    rusqlite::Connection::open(path)
+        .expect("open the database")
+        .execute(
+            "INSERT INTO chatapp_tokens (store_key, record, updated_at) VALUES (?1, ?2, 0) \
+             ON CONFLICT (store_key) DO UPDATE SET record = excluded.record",
+            [key, text],
+        )
+        .expect("write the row");
+}
+
+/// The text the record codec writes for `record` (what the stores keep, unencrypted).
+#[cfg(feature = "testing")]
+pub fn codec_text(record: &StoredRecord) -> String {
+    let text = chatapp_session::testing::encode_record(record, "test", "here");
+    text.expect("the record encodes").to_string()
 }
