@@ -208,6 +208,66 @@ mod tests {
         assert!(Backoff::new(Duration::MAX).pause());
     }
 
+    /// The wait of `lock_unless`: a failed look does not end it, a record found does, looks
+    /// come no more often than asked, and a wait that finds nothing ends at its timeout.
+    #[test]
+    fn a_wait_that_looks_ends_with_the_record_found_or_at_its_timeout() {
+        let record = StoredRecord {
+            makes: vec![42],
+            ..StoredRecord::default()
+        };
+        let mut looks = 0;
+        let found = take_or_find(
+            Duration::from_secs(5),
+            Duration::ZERO,
+            || Ok(None::<()>),
+            || {
+                looks += 1;
+                match looks {
+                    1 => Err(StoreError::Unavailable {
+                        store: "test",
+                        hint: "a failed look".into(),
+                    }),
+                    2 => Ok(None),
+                    _ => Ok(Some(record.clone())),
+                }
+            },
+        );
+        assert!(matches!(found, Ok(Waited::Found(r)) if r == record));
+        assert_eq!(looks, 3);
+
+        let (start, mut looks) = (Instant::now(), 0);
+        let waited = take_or_find(
+            Duration::from_millis(120),
+            Duration::from_millis(50),
+            || Ok(None::<()>),
+            || {
+                looks += 1;
+                Ok(None)
+            },
+        );
+        assert!(matches!(waited, Ok(Waited::TimedOut)));
+        assert!(start.elapsed() >= Duration::from_millis(120));
+        assert!(
+            (1..=3).contains(&looks),
+            "{looks} looks in 120 ms, one per 50 ms"
+        );
+
+        // The lock, once free, is taken; no look is needed for it.
+        let mut looks = 0;
+        let taken = take_or_find(
+            Duration::from_secs(5),
+            Duration::ZERO,
+            || Ok(Some(7)),
+            || {
+                looks += 1;
+                Ok(None)
+            },
+        );
+        assert!(matches!(taken, Ok(Waited::Taken(7))));
+        assert_eq!(looks, 0);
+    }
+
     #[cfg(feature = "file")]
     #[test]
     fn a_file_lock_held_elsewhere_times_out_and_is_granted_once_released() {
