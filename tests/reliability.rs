@@ -5,61 +5,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatapp_session::store::{MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
+use chatapp_session::store::{MemoryStore, StoreKey, StoredRecord, TokenStore};
 use chatapp_session::testing::ManualClock;
 use chatapp_session::testing::{FakeChatApp, Fault, Route};
-use chatapp_session::{Error, Session, StoreError};
+use chatapp_session::{Error, Session};
 
 const KEY: &str = "reliability";
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;
 
 /// A memory store whose saves fail (as on a full disk) while `full` is set.
-#[derive(Debug, Default)]
-struct FullDisk {
-    inner: MemoryStore,
-    full: AtomicBool,
-}
-
-struct FullDiskLock<'a> {
-    inner: Box<dyn StoreLock + 'a>,
-    full: &'a AtomicBool,
-}
-
-fn no_space() -> StoreError {
-    StoreError::Io {
-        store: "full-disk",
-        location: "memory".into(),
-        action: "write",
-        source: std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"),
-    }
-}
-
-impl StoreLock for FullDiskLock<'_> {
-    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
-        self.inner.load()
-    }
-    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(no_space());
-        }
-        self.inner.save(record)
-    }
-}
-
-impl TokenStore for FullDisk {
-    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
-        self.inner.load(key)
-    }
-    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
-        Ok(Box::new(FullDiskLock {
-            inner: self.inner.lock(key)?,
-            full: &self.full,
-        }))
-    }
-    fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
-        self.inner.keys()
-    }
+fn full_disk() -> (Arc<support::FullDisk<MemoryStore>>, Arc<AtomicBool>) {
+    let full = Arc::new(AtomicBool::new(false));
+    let switch = Arc::clone(&full);
+    let store = support::FullDisk::new(MemoryStore::new(), move || switch.load(Ordering::SeqCst));
+    (Arc::new(store), full)
 }
 
 fn session_on(server: &FakeChatApp, store: Arc<dyn TokenStore>, clock: &ManualClock) -> Session {
@@ -80,10 +40,10 @@ fn stored(store: &dyn TokenStore) -> StoredRecord {
 #[test]
 fn a_full_disk_after_the_server_rotated_loses_no_pair_and_spends_no_make() {
     let server = FakeChatApp::start().unwrap();
-    let store = Arc::new(FullDisk::default());
+    let (store, full) = full_disk();
     let s = session_on(&server, store.clone(), &server.clock());
     s.request("GET", "/v1/licenses", None).unwrap();
-    store.full.store(true, Ordering::SeqCst);
+    full.store(true, Ordering::SeqCst);
     server.advance(DAY + 61);
     for call in 0..5 {
         s.request("GET", "/v1/licenses", None)
@@ -98,7 +58,7 @@ fn a_full_disk_after_the_server_rotated_loses_no_pair_and_spends_no_make() {
         "the login's make is in the ledger"
     );
     // The disk has room again: the next call saves the pair in use.
-    store.full.store(false, Ordering::SeqCst);
+    full.store(false, Ordering::SeqCst);
     s.request("GET", "/v1/licenses", None).unwrap();
     assert!(!s.status().unwrap().unsaved);
     let record = stored(store.as_ref());
@@ -111,8 +71,8 @@ fn a_full_disk_after_the_server_rotated_loses_no_pair_and_spends_no_make() {
 #[test]
 fn no_make_is_sent_when_its_ledger_entry_cannot_be_written() {
     let server = FakeChatApp::start().unwrap();
-    let store = Arc::new(FullDisk::default());
-    store.full.store(true, Ordering::SeqCst);
+    let (store, full) = full_disk();
+    full.store(true, Ordering::SeqCst);
     let s = session_on(&server, store.clone(), &server.clock());
     for _ in 0..5 {
         assert!(matches!(s.access_token(), Err(Error::Storage(_))));

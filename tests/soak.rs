@@ -34,12 +34,12 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chatapp_session::store::{StoreKey, StoreLock, StoredRecord, TokenStore};
+use chatapp_session::store::{StoreKey, TokenStore};
 use chatapp_session::testing::{
     FakeChatApp, Fault, ManualClock, RefusedBecause, Route, TokenEvent, TokenOutcome,
     DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
 };
-use chatapp_session::{Clock, Session, StoreError};
+use chatapp_session::{Clock, Session};
 
 mod support;
 use support::child::{self, Params};
@@ -176,55 +176,6 @@ impl Clock for SoakClock {
     }
 }
 
-/// A store whose saves fail while the control file says the disk is full.
-#[derive(Debug)]
-struct FlakyDisk {
-    inner: Box<dyn TokenStore>,
-    control: PathBuf,
-}
-
-struct FlakyLock<'a> {
-    inner: Box<dyn StoreLock + 'a>,
-    control: &'a Path,
-}
-
-fn disk_full(control: &Path) -> bool {
-    Control::read(control).is_some_and(|c| c.disk_full)
-}
-
-fn no_space() -> StoreError {
-    StoreError::Io {
-        store: "soak",
-        location: "full disk".into(),
-        action: "write",
-        source: std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"),
-    }
-}
-
-impl StoreLock for FlakyLock<'_> {
-    fn load(&mut self) -> Result<Option<StoredRecord>, StoreError> {
-        self.inner.load()
-    }
-    fn save(&mut self, record: &StoredRecord) -> Result<(), StoreError> {
-        if disk_full(self.control) {
-            return Err(no_space());
-        }
-        self.inner.save(record)
-    }
-}
-
-impl TokenStore for FlakyDisk {
-    fn load(&self, key: &StoreKey) -> Result<Option<StoredRecord>, StoreError> {
-        self.inner.load(key)
-    }
-    fn lock(&self, key: &StoreKey) -> Result<Box<dyn StoreLock + '_>, StoreError> {
-        Ok(Box::new(FlakyLock {
-            inner: self.inner.lock(key)?,
-            control: &self.control,
-        }))
-    }
-}
-
 /// Opens a store from a spec (`file:PATH`, `sqlite:PATH`, `keyring:SERVICE`, `postgres:CONNINFO`).
 fn open_store(spec: &str) -> Box<dyn TokenStore> {
     support::open_store_with(spec, Some(LOCK_TIMEOUT))
@@ -274,9 +225,12 @@ fn soak_child() {
     clock.now();
     let session = Session::builder()
         .credentials(support::default_credentials())
-        .store(FlakyDisk {
-            inner: open_store(&spec),
-            control: control.clone(),
+        .store({
+            // Saves fail while the control file says the disk is full (when no real one).
+            let control = control.clone();
+            support::FullDisk::new(open_store(&spec), move || {
+                Control::read(&control).is_some_and(|c| c.disk_full)
+            })
         })
         .base_url(base)
         .clock(clock)

@@ -3,6 +3,7 @@
 //! - [`child`]: the child-process harness (a test binary re-run as a child);
 //! - `cli` (feature `testing`): the example binaries as child processes;
 //! - `files`: directory listings, private files, polling;
+//! - `full_disk`: a store wrapper whose saves fail as on a full disk;
 //! - `random`: a seeded xorshift generator and its seed;
 //! - `session` (feature `testing`): the fake's default account, calls from many threads;
 //! - `stores`: a store from a spec, records, the durable stores' cross-process checks.
@@ -15,6 +16,7 @@ pub mod child;
 #[cfg(feature = "testing")]
 mod cli;
 mod files;
+mod full_disk;
 mod random;
 #[cfg(feature = "testing")]
 mod session;
@@ -26,6 +28,8 @@ mod stores;
 pub use cli::*;
 #[allow(unused_imports)]
 pub use files::*;
+#[allow(unused_imports)]
+pub use full_disk::*;
 #[allow(unused_imports)]
 pub use random::*;
 #[cfg(feature = "testing")]
