@@ -52,6 +52,17 @@ fn session(spec: &str, base_url: &str, credentials: Credentials) -> Session {
         .expect("session")
 }
 
+/// A session on `spec` for `server`, with nothing stored under its key: a PostgreSQL database
+/// outlives the runs, and a port (part of the key) may come back, with a pair that an earlier
+/// server issued and this one refuses.
+fn fresh_session(spec: &str, server: &FakeChatApp) -> Session {
+    let session = session(spec, &server.base_url(), server.credentials());
+    open_store(spec)
+        .clear(session.store_key())
+        .expect("clear the key");
+    session
+}
+
 /// A child: loads the stored pair, says "ready", waits for "go" on stdin, makes one call and
 /// says "done". The parent times both on its own monotonic clock (the wall clock of a shared
 /// machine may be stepped by other tests).
@@ -86,7 +97,7 @@ fn crowd(spec: &str, n: usize, expire: bool) -> Vec<f64> {
         .threads(64)
         .start()
         .expect("FakeChatApp");
-    let seeded = session(spec, &server.base_url(), server.credentials());
+    let seeded = fresh_session(spec, &server);
     seeded.access_token().expect("the first make");
     let exe = std::env::current_exe().expect("the bench binary");
     let mut children: Vec<Child> = (0..n)
@@ -155,7 +166,7 @@ fn crowd(spec: &str, n: usize, expire: bool) -> Vec<f64> {
 /// The median ns of one `load` of a stored record on `spec`.
 fn load_ns(spec: &str) -> f64 {
     let server = FakeChatApp::start().expect("FakeChatApp");
-    let s = session(spec, &server.base_url(), server.credentials());
+    let s = fresh_session(spec, &server);
     s.access_token().expect("make");
     let store = open_store(spec);
     let key: StoreKey = s.store_key().clone();
