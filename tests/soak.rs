@@ -20,8 +20,9 @@
 //!   replays the same fault schedule (the children's timing is real, so interleavings differ).
 //!
 //! The normal suite runs a short soak per store (file, SQLite; PostgreSQL under
-//! `.ci/postgres-env`, the keyring under `.ci/keyring-env`); `cargo test --release --test soak
-//! -- --ignored long` runs 365 simulated days on each. docs/soak.md has the figures.
+//! `.ci/postgres-env`, the keyring under `.ci/keyring-env`); `cargo test --release
+//! --all-features --test soak -- --ignored long` runs 365 simulated days on each (the soak
+//! needs the `testing` feature, and each store its own). docs/soak.md has the figures.
 
 #![cfg(unix)]
 
@@ -1591,7 +1592,7 @@ fn short_soak_on_a_keyring_store() {
 
 #[cfg(feature = "file")]
 #[test]
-#[ignore = "release check, minutes: cargo test --release --test soak -- --ignored long"]
+#[ignore = "release check, minutes: cargo test --release --all-features --test soak -- --ignored long"]
 fn long_soak_on_a_file_store() {
     let dir = scratch_dir();
     soak("file", file_spec(dir.path()), LONG, true);
@@ -1599,7 +1600,7 @@ fn long_soak_on_a_file_store() {
 
 #[cfg(feature = "sqlite")]
 #[test]
-#[ignore = "release check, minutes: cargo test --release --test soak -- --ignored long"]
+#[ignore = "release check, minutes: cargo test --release --all-features --test soak -- --ignored long"]
 fn long_soak_on_a_sqlite_store() {
     let dir = scratch_dir();
     soak("sqlite", sqlite_spec(dir.path()), LONG, true);
@@ -1607,7 +1608,7 @@ fn long_soak_on_a_sqlite_store() {
 
 #[cfg(feature = "postgres")]
 #[test]
-#[ignore = "release check, minutes: cargo test --release --test soak -- --ignored long"]
+#[ignore = "release check, minutes: cargo test --release --all-features --test soak -- --ignored long"]
 fn long_soak_on_a_postgres_store() {
     soak("postgres", postgres_spec(), LONG, true);
 }
