@@ -1,5 +1,5 @@
 //! The crate's main job, narrated: a session kept in a file store against a built-in fake
-//! ChatApp server on 127.0.0.1. Run it with `cargo run --example demo`.
+//! ChatApp server on 127.0.0.1. Run it with `cargo run --features testing,file --example demo`.
 //!
 //! 1. first call: nothing stored, so one tokens.make; the pair is saved;
 //! 2. more calls reuse the saved access token: no auth call at all;

@@ -1,5 +1,5 @@
 //! Sending a file and downloading it, through the session, against the built-in fake ChatApp
-//! on 127.0.0.1: `cargo run --example files`.
+//! on 127.0.0.1: `cargo run --features testing --example files`.
 //!
 //! 1. `POST .../chats/{chatId}/messages/file` with a multipart form (`file`, `fileName`,
 //!    `caption`), as ChatApp's public clients send it; the reply's `data` read as a type;
