@@ -85,48 +85,20 @@ fn no_make_is_sent_when_its_ledger_entry_cannot_be_written() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_real_full_tmpfs_keeps_the_pair_and_the_quota() {
-    use std::process::Command;
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    assert!(
-        is_root,
-        "this test mounts a tmpfs and needs root: run the suite as root (CI does), or skip it \
-         with `--skip a_real_full_tmpfs`"
-    );
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("disk");
     std::fs::create_dir(&mount).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mount)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount -t tmpfs failed");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.clone());
+    let disk = support::Tmpfs::mount(&mount, "64k").expect(
+        "this test mounts a tmpfs and needs root: run the suite as root (CI does), or skip it \
+         with `--skip a_real_full_tmpfs`",
+    );
 
     let server = FakeChatApp::start().unwrap();
     let store: Arc<dyn TokenStore> =
         Arc::new(chatapp_session::store::FileStore::new(mount.join("s.json")));
     let s = session_on(&server, store.clone(), &server.clock());
     s.request("GET", "/v1/licenses", None).unwrap();
-    // Fill the disk.
-    let filler = mount.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = [0u8; 1024];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-    }
+    disk.fill();
     server.advance(DAY + 61);
     for call in 0..5 {
         s.request("GET", "/v1/licenses", None)
@@ -134,7 +106,7 @@ fn a_real_full_tmpfs_keeps_the_pair_and_the_quota() {
     }
     support::assert_counters!(server, makes: 1, refreshes: 1, refreshes_rejected: 0);
     assert!(s.status().unwrap().unsaved);
-    std::fs::remove_file(&filler).unwrap();
+    disk.empty();
     s.request("GET", "/v1/licenses", None).unwrap();
     assert!(!s.status().unwrap().unsaved);
     let record = stored(store.as_ref());

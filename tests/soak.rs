@@ -432,7 +432,7 @@ struct Run {
     log: Vec<TokenEvent>,
     final_lines: Vec<Option<String>>,
     /// The store's own small tmpfs, when there is one: a full disk is then a real one.
-    disk: Option<RealDisk>,
+    disk: Option<support::Tmpfs>,
 }
 
 /// What a run found, for the report.
@@ -1365,68 +1365,6 @@ fn child_line(raw: &[u8]) -> String {
     line.strip_prefix(LIBTEST_PREFIX).unwrap_or(line).to_owned()
 }
 
-/// A small tmpfs mounted on the store's directory (as root, on Linux): a full disk is a
-/// filler file written until `ENOSPC`, and room again is that file removed. Unmounted when
-/// dropped, after the run's children are gone (a field of `Run`, dropped after its `Drop`).
-struct RealDisk {
-    mount: PathBuf,
-}
-
-impl RealDisk {
-    /// Mounts a 32 MiB tmpfs on `dir` (empty so far), or `None` where that is not possible.
-    fn mount(dir: &Path) -> Option<RealDisk> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if !root || !cfg!(target_os = "linux") {
-            return None;
-        }
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs"])
-            .arg(dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then(|| RealDisk {
-            mount: dir.to_owned(),
-        })
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.mount.join("filler")
-    }
-
-    /// Fills the disk to the last byte.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.filler()).expect("the filler file");
-        for block in [64 * 1024, 512, 1] {
-            let bytes = vec![0u8; block];
-            while f.write_all(&bytes).is_ok() {}
-        }
-        let _ = f.sync_all();
-        let probe = self.mount.join("probe");
-        let written = std::fs::write(&probe, b"x");
-        let _ = std::fs::remove_file(&probe);
-        assert!(
-            written.is_err(),
-            "the tmpfs still takes a write once filled"
-        );
-    }
-
-    /// Room again.
-    fn empty(&self) {
-        std::fs::remove_file(self.filler()).expect("removing the filler");
-    }
-}
-
-impl Drop for RealDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
-    }
-}
-
 /// Every thread's stack of process `pid`, by gdb when it is installed (else a note).
 fn backtraces(pid: u32) -> String {
     match Command::new("gdb")
@@ -1462,7 +1400,7 @@ fn soak(kind: &'static str, spec: String, cfg: Config, all_kinds: bool) -> Figur
     let disk = spec
         .strip_prefix("file:")
         .or_else(|| spec.strip_prefix("sqlite:"))
-        .and_then(|path| RealDisk::mount(Path::new(path).parent()?));
+        .and_then(|path| support::Tmpfs::mount(Path::new(path).parent()?, "32m"));
     let real_disk = disk.is_some();
     let mut run = Run::new(kind, spec, cfg, dir.path());
     run.disk = disk;

@@ -1,8 +1,11 @@
-//! A full disk where a real one cannot be made (another user, a database server, the
-//! keyring): a store wrapper whose saves fail with "no space left on device" while its
-//! switch says the disk is full. Loads and locks go through.
+//! A full disk: a real one ([`Tmpfs`], a small tmpfs filled to the last byte, as root on
+//! Linux), and where a real one cannot be made (another user, a database server, the
+//! keyring) a store wrapper whose saves fail with "no space left on device" while its switch
+//! says the disk is full. Loads and locks go through.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use chatapp_session::store::{StoreKey, StoreLock, StoredRecord, TokenStore};
@@ -74,5 +77,73 @@ impl<S: TokenStore> TokenStore for FullDisk<S> {
     }
     fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
         self.inner.keys()
+    }
+}
+
+/// A small tmpfs mounted on a directory (as root, on Linux): [`fill`](Self::fill) writes a
+/// filler file until `ENOSPC`, [`empty`](Self::empty) removes it. Unmounted when dropped.
+pub struct Tmpfs {
+    mount: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it: `64k`, `32m`) on `dir`, which
+    /// should be empty; `None` where that is not possible (not root, not Linux, mount failed).
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !root || !cfg!(target_os = "linux") {
+            return None;
+        }
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Tmpfs {
+            mount: dir.to_owned(),
+        })
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.mount.join("filler")
+    }
+
+    /// Fills the disk to the last byte, and checks that one more byte does not fit.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.filler()).expect("the filler file");
+        for block in [64 * 1024, 512, 1] {
+            let bytes = vec![0u8; block];
+            while f.write_all(&bytes).is_ok() {}
+        }
+        let _ = f.sync_all();
+        let probe = self.mount.join("probe");
+        let written = std::fs::write(&probe, b"x");
+        let _ = std::fs::remove_file(&probe);
+        assert!(
+            written.is_err(),
+            "the tmpfs still takes a write once filled"
+        );
+    }
+
+    /// Room again.
+    pub fn empty(&self) {
+        std::fs::remove_file(self.filler()).expect("removing the filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
     }
 }
