@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::call::{Call, Reply};
 use crate::clock::{Clock, Deadline, SessionClock};
-use crate::error::{ApiError, Delivery, Endpoint, Error, Result};
+use crate::error::{ApiError, Delivery, Endpoint, Error, Result, StoreError};
 use crate::events::{Event, Events, Hook, QUOTA_LOW_BELOW};
 use crate::policy::{self, Action, Blocked, Policy, Refusal, Situation};
 use crate::store::{LockOrRecord, MemoryStore, StoreKey, StoreLock, StoredRecord, TokenStore};
@@ -60,9 +60,10 @@ struct Inner {
     current: Mutex<Option<Current>>,
     /// Held across a whole reload-refresh-save: one at a time in this process.
     flight: Mutex<()>,
-    /// A record holding a pair the server gave (or a 429 cooldown) that the store refused
-    /// to save: used from memory, and saved again at the next call, under the lock.
-    unsaved: Mutex<Option<StoredRecord>>,
+    /// What the store has not taken yet (a pair the server gave, a 429 cooldown, a ledger
+    /// entry taken back): used from memory, and laid over the stored record at the next call,
+    /// under the lock.
+    unsaved: Mutex<Option<Unsaved>>,
     /// Whether `unsaved` holds a record: read on the hot path, so that the next call goes
     /// to the slow path and saves it again.
     dirty: AtomicBool,
@@ -84,6 +85,37 @@ pub enum Attempt<T> {
     Done(T),
     /// The server refused the token (`ApiInvalidTokenError`, a bare 401, ...).
     Refused(T),
+}
+
+/// What this session could not save (the store refused it, or its lock could not be taken
+/// again after tokens.make, so the record there was not read): laid over what the store holds
+/// at the next call ([`merge_unsaved`]), never written over it unread.
+#[derive(Clone)]
+struct Unsaved {
+    /// The record as this session would have saved it. Its ledger is not used: the stored one
+    /// holds every write-ahead entry, this session's included.
+    record: StoredRecord,
+    /// Ledger entries of this session's own attempts, taken back (refused by the server, or
+    /// never sent), that the stored ledger still holds.
+    taken_back: Vec<i64>,
+    /// This session's in-flight mark of a tokens.make that has ended, which the stored record
+    /// may still hold.
+    mark: Option<i64>,
+    /// Whether `record` holds what the server said and no store has (a pair, a 429
+    /// cooldown): [`Status::unsaved`].
+    from_server: bool,
+}
+
+impl Unsaved {
+    /// `record`, with nothing taken back, no mark of ours to clear, nothing from the server.
+    fn record(record: StoredRecord) -> Self {
+        Unsaved {
+            record,
+            taken_back: Vec::new(),
+            mark: None,
+            from_server: false,
+        }
+    }
 }
 
 /// tokens.make attempts in a row that failed before anything was sent.
@@ -136,9 +168,9 @@ pub struct Status {
     pub cabinet_user_id: Option<i64>,
     /// tokens.make sent in the last 24 h for this key.
     pub makes_last_24h: u32,
-    /// Whether this session holds a pair the server gave that the store refused to save:
-    /// it is used from memory and saved again at the next call. The fields above then
-    /// describe that pair.
+    /// Whether this session holds a pair the server gave (or a 429 cooldown) that is not in
+    /// the store (the store refused it, or could not be read again after tokens.make): it is
+    /// used from memory and saved again at the next call. The fields above then describe it.
     pub unsaved: bool,
     /// When tokens.make may be sent again, when it may not be now (the quota is used up, or
     /// the server answered 429): server-clock unix seconds.
@@ -366,8 +398,8 @@ impl Session {
             },
         };
         let unsaved = self.inner.unsaved.lock().clone();
-        let is_unsaved = unsaved.is_some();
-        let record = match unsaved {
+        let is_unsaved = unsaved.as_ref().is_some_and(|u| u.from_server);
+        let record = match &unsaved {
             Some(mine) => merge_unsaved(stored, mine),
             None => stored,
         };
@@ -454,8 +486,10 @@ fn quota_error(quota: policy::Quota, server: Option<ApiError>) -> Error {
 /// The stored record with what this session could not save laid over it: the newer of the
 /// two pairs (the server gave ours after the stored one was read, unless another process
 /// has saved a later one since), the later cooldown, our learned clock offset. The stored
-/// ledger is kept: every make was written to it before it was sent.
-fn merge_unsaved(mut stored: StoredRecord, mine: StoredRecord) -> StoredRecord {
+/// ledger is kept (every make was written to it before it was sent), less the entries we
+/// took back; our ended in-flight mark is cleared, anybody else's kept.
+fn merge_unsaved(mut stored: StoredRecord, unsaved: &Unsaved) -> StoredRecord {
+    let mine = unsaved.record.clone();
     let ours_is_newer = match (mine.issued_at, stored.issued_at) {
         (Some(ours), Some(theirs)) => ours >= theirs,
         _ => true,
@@ -469,10 +503,12 @@ fn merge_unsaved(mut stored: StoredRecord, mine: StoredRecord) -> StoredRecord {
         (a, b) => a.or(b),
     };
     stored.server_offset = mine.server_offset.or(stored.server_offset);
-    if mine.make_in_flight_until.is_none() && stored.make_in_flight_until.is_some() && ours_is_newer
-    {
-        // Our attempt ended; its mark outlived it only because the save failed.
+    if unsaved.mark.is_some() && stored.make_in_flight_until == unsaved.mark {
+        // Our attempt ended; its mark outlived it only because it could not be saved.
         stored.make_in_flight_until = None;
+    }
+    for &at in &unsaved.taken_back {
+        take_back(&mut stored.makes, at);
     }
     stored
 }
@@ -572,10 +608,10 @@ impl Inner {
         self.clock.now().saturating_add(self.offset(stored_offset))
     }
 
-    fn set_unsaved(&self, record: Option<StoredRecord>) {
+    fn set_unsaved(&self, pending: Option<Unsaved>) {
         let mut unsaved = self.unsaved.lock();
-        self.dirty.store(record.is_some(), Ordering::Relaxed);
-        *unsaved = record;
+        self.dirty.store(pending.is_some(), Ordering::Relaxed);
+        *unsaved = pending;
     }
 
     /// The record under the held lock; when the key holds none, the record an earlier version
@@ -596,18 +632,18 @@ impl Inner {
         let Some(mine) = self.unsaved.lock().clone() else {
             return Ok(stored);
         };
-        let record = merge_unsaved(stored, mine);
+        let record = merge_unsaved(stored, &mine);
         match guard.save(&record) {
             Ok(()) => {
-                log::info!("saved the pair that an earlier save could not");
+                log::info!("saved what an earlier call could not");
                 self.set_unsaved(None);
             }
             Err(e) => {
-                log::warn!("the new pair is still not saved ({e}); it stays in use from memory");
+                // The store is as it was: `mine` is laid over it again at the next call.
+                log::warn!("what an earlier call could not save is still not saved ({e}); the pair stays in use from memory");
                 self.emit(Event::SaveFailed {
                     error: e.to_string(),
                 });
-                self.set_unsaved(Some(record.clone()));
             }
         }
         Ok(record)
@@ -730,7 +766,7 @@ impl Inner {
                     if refresh_refusal.is_some() {
                         let mut record = record.clone();
                         forget_refused_pair(&mut record);
-                        self.save_or_keep(guard.as_mut(), &record, false);
+                        self.save_or_keep(guard.as_mut(), Unsaved::record(record), None);
                     }
                     return Err(match (blocked, refresh_refusal) {
                         (Blocked::Quota(quota), _) => quota_error(quota, None),
@@ -745,7 +781,14 @@ impl Inner {
                         "tokens.refresh: new pair (access ends at {})",
                         pair.access_expires_at
                     );
-                    return Ok(self.keep(guard.as_mut(), record, pair, Obtained::Refreshed));
+                    let token = self.keep(
+                        guard.as_mut(),
+                        record,
+                        pair,
+                        Obtained::Refreshed,
+                        Written::Read,
+                    );
+                    return Ok(token);
                 }
                 Err(Error::Api(refusal)) => {
                     if matches!(
@@ -794,7 +837,7 @@ impl Inner {
             .map(|offline| (offline.retry_at, offline.failures, offline.last.clone()));
         if let Some((retry_at, failures, last)) = backing_off {
             if changed {
-                self.save_or_keep(guard, &record, false);
+                self.save_or_keep(guard, Unsaved::record(record), None);
             }
             return Err(Error::Network {
                 endpoint: Endpoint::Make,
@@ -811,7 +854,14 @@ impl Inner {
         guard.save(&record)?;
         record.make_in_flight_until = None;
         let outcome = self.transport.make(credentials);
-        self.catch_up(guard, &mut record, mark);
+        let unread = self.catch_up(guard, &mut record, mark).err();
+        // What the attempt leaves to save: `from_server`, a cooldown the server just set.
+        let ended = |record: StoredRecord, taken_back: Vec<i64>, from_server: bool| Unsaved {
+            from_server,
+            record,
+            taken_back,
+            mark: Some(mark),
+        };
         if outcome.as_ref().err().and_then(Error::delivery) != Some(Delivery::NotSent) {
             // Any reply at all (or a request that may have arrived): the network is there.
             *self.offline.lock() = None;
@@ -826,7 +876,11 @@ impl Inner {
                 let quota = self
                     .policy
                     .quota(now, &record.makes, record.make_cooldown.as_ref());
-                let token = self.keep(guard, record, pair, Obtained::Made);
+                let written = match &unread {
+                    None => Written::Read,
+                    Some(e) => Written::Unread { mark, error: e },
+                };
+                let token = self.keep(guard, record, pair, Obtained::Made, written);
                 if quota.allowed.saturating_sub(quota.used) < QUOTA_LOW_BELOW {
                     self.emit(Event::QuotaLow {
                         used: quota.used,
@@ -842,26 +896,28 @@ impl Inner {
                 take_back(&mut record.makes, now);
                 // The reply's `Date` has just told the server's time: judge the cooldown on
                 // it, not on an offset this process had not checked yet.
-                let now = self.server_now(record.server_offset);
-                if policy::classify(&refusal) == Refusal::RateLimited {
+                let replied_at = self.server_now(record.server_offset);
+                let rate_limited = policy::classify(&refusal) == Refusal::RateLimited;
+                if rate_limited {
                     let cooldown = self
                         .policy
-                        .cooldown_after_429(now, record.make_cooldown.as_ref());
+                        .cooldown_after_429(replied_at, record.make_cooldown.as_ref());
                     log::warn!(
                         "tokens.make refused with HTTP 429: no make before unix time {}",
                         cooldown.until
                     );
                     record.make_cooldown = Some(cooldown);
                 }
-                let quota = self
-                    .policy
-                    .quota(now, &record.makes, record.make_cooldown.as_ref());
-                self.save_or_keep(guard, &record, record.make_cooldown.is_some());
+                let quota =
+                    self.policy
+                        .quota(replied_at, &record.makes, record.make_cooldown.as_ref());
+                let pending = ended(record, vec![now], rate_limited);
+                self.save_or_keep(guard, pending, unread.as_ref());
                 refused(refusal, Some(quota))
             }
             mut unsent if unsent.delivery() == Some(Delivery::NotSent) => {
                 take_back(&mut record.makes, now);
-                self.save_or_keep(guard, &record, false);
+                self.save_or_keep(guard, ended(record, vec![now], false), unread.as_ref());
                 let mut offline = self.offline.lock();
                 let failures = offline.as_ref().map_or(0, |o| o.failures).saturating_add(1);
                 let retry_at = local_now.saturating_add(policy::offline_backoff_secs(failures));
@@ -879,7 +935,7 @@ impl Inner {
             // The server may have issued (and counted) a pair whose reply we lost: the
             // ledger keeps the attempt, and the stored pair stays as it was.
             other => {
-                self.save_or_keep(guard, &record, false);
+                self.save_or_keep(guard, ended(record, Vec::new(), false), unread.as_ref());
                 other
             }
         };
@@ -890,15 +946,19 @@ impl Inner {
     /// the write-ahead save (SQLite, PostgreSQL), another process may have saved meanwhile
     /// (our in-flight mark `mark` expired: a slow reply, a clock step, a suspended process).
     /// Keeps every ledger entry it wrote and its own in-flight mark, so that our save drops
-    /// neither. If the store cannot be read, our record stands as it is.
-    fn catch_up(&self, guard: &mut dyn StoreLock, record: &mut StoredRecord, mark: i64) {
-        let stored = match guard.load() {
-            Ok(Some(stored)) => stored,
-            Ok(None) => return,
-            Err(e) => {
-                log::debug!("could not reload the record after tokens.make ({e})");
-                return;
-            }
+    /// neither.
+    ///
+    /// # Errors
+    /// The store's, when it cannot be read (its lock not granted again within the timeout:
+    /// a stalled holder): then our record must not be written over it unread.
+    fn catch_up(
+        &self,
+        guard: &mut dyn StoreLock,
+        record: &mut StoredRecord,
+        mark: i64,
+    ) -> std::result::Result<(), StoreError> {
+        let Some(stored) = guard.load()? else {
+            return Ok(());
         };
         // The union of the two ledgers, as multisets (two makes may share a second).
         let mut values = stored.makes.clone();
@@ -911,23 +971,45 @@ impl Inner {
         }
         record.makes.sort_unstable();
         record.make_in_flight_until = stored.make_in_flight_until.filter(|&m| m != mark);
+        Ok(())
     }
 
-    /// Saves `record` under the lock; if the store refuses and `must_keep` is set (the record
-    /// holds what the server said and nothing else has: a pair, a cooldown), keeps it to save
-    /// again at the next call.
-    fn save_or_keep(&self, guard: &mut dyn StoreLock, record: &StoredRecord, must_keep: bool) {
-        match guard.save(record) {
-            Ok(()) => self.set_unsaved(None),
-            Err(e) if must_keep => {
-                log::warn!("could not save ({e}); keeping it in memory and saving it again at the next call");
-                self.emit(Event::SaveFailed {
-                    error: e.to_string(),
-                });
-                self.set_unsaved(Some(record.clone()));
+    /// Saves `pending.record` under the lock. If the store refuses it, it is kept in memory
+    /// and laid over the store at the next call when it must be (it holds what the server
+    /// said and nothing else has, a pair or a cooldown: `from_server`) or when it takes
+    /// ledger entries back; else only logged. `unread`: why the record under the lock could
+    /// not be read again after tokens.make; then nothing is written over it (another process
+    /// may have saved meanwhile), and `pending` is kept for the next call.
+    fn save_or_keep(
+        &self,
+        guard: &mut dyn StoreLock,
+        mut pending: Unsaved,
+        unread: Option<&StoreError>,
+    ) {
+        let error = match unread {
+            Some(e) => {
+                log::warn!("could not read the store again after tokens.make ({e}); keeping the outcome in memory and saving it at the next call");
+                e.to_string()
             }
-            Err(e) => log::warn!("could not update the make ledger ({e})"),
+            None => match guard.save(&pending.record) {
+                Ok(()) => return self.set_unsaved(None),
+                Err(e) if pending.from_server || !pending.taken_back.is_empty() => {
+                    log::warn!("could not save ({e}); keeping it in memory and saving it again at the next call");
+                    e.to_string()
+                }
+                Err(e) => return log::warn!("could not update the make ledger ({e})"),
+            },
+        };
+        if pending.from_server {
+            self.emit(Event::SaveFailed { error });
         }
+        // What an earlier call kept is not in the store either: its take-backs still apply.
+        if let Some(earlier) = self.unsaved.lock().take() {
+            pending.taken_back.extend(earlier.taken_back);
+            pending.mark = pending.mark.or(earlier.mark);
+            pending.from_server |= earlier.from_server;
+        }
+        self.set_unsaved(Some(pending));
     }
 
     /// A pair the server just gave: recorded with its arrival time on the server's clock and
@@ -941,12 +1023,23 @@ impl Inner {
         mut record: StoredRecord,
         pair: TokenPair,
         how: Obtained,
+        written: Written<'_>,
     ) -> AccessToken {
         record.server_offset = self.transport.server_offset().or(record.server_offset);
         record.issued_at = Some(self.server_now(record.server_offset));
         self.policy.prune(&mut record.makes);
         record.pair = Some(pair.clone());
-        self.save_or_keep(guard, &record, true);
+        let (mark, unread) = match written {
+            Written::Read => (None, None),
+            Written::Unread { mark, error } => (Some(mark), Some(error)),
+        };
+        let pending = Unsaved {
+            record: record.clone(),
+            taken_back: Vec::new(),
+            mark,
+            from_server: true,
+        };
+        self.save_or_keep(guard, pending, unread);
         self.emit(how.event(&pair));
         self.adopt(&record, &pair)
     }
@@ -983,6 +1076,15 @@ impl Inner {
         *self.current.lock() = Some(current);
         access
     }
+}
+
+/// Whether the record a new pair joins was read under the lock held now.
+enum Written<'e> {
+    /// It was: saving it drops nobody's write.
+    Read,
+    /// The store could not be read again after tokens.make (`error`): the record is kept in
+    /// memory, with the in-flight mark `mark` to clear, and laid over the store next time.
+    Unread { mark: i64, error: &'e StoreError },
 }
 
 /// What [`Inner::lock_when_no_make_in_flight`] came to.

@@ -17,6 +17,7 @@ use chatapp_session::store::{MemoryStore, StoreKey, TokenStore};
 use chatapp_session::testing::FakeChatApp;
 use chatapp_session::testing::ManualClock;
 use chatapp_session::{Credentials, Delivery, Error, Session};
+use support::{closed_port, Door};
 
 const KEY: &str = "offline";
 const T0: i64 = 1_800_000_000;
@@ -49,12 +50,6 @@ fn ledger(store: &MemoryStore) -> Vec<i64> {
         .unwrap()
         .map(|r| r.makes)
         .unwrap_or_default()
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// A listener on 127.0.0.1 that runs `serve` on each connection and counts the connections.
@@ -229,50 +224,6 @@ fn unsent_makes_back_off_and_calls_inside_the_window_send_nothing() {
 
 fn clock_now(clock: &ManualClock) -> i64 {
     chatapp_session::Clock::now(clock)
-}
-
-/// A port on 127.0.0.1 that refuses connections (nothing can be sent) until `open`, from
-/// when on it forwards every connection to `target`.
-struct Door {
-    port: u16,
-    target: std::net::SocketAddr,
-}
-
-impl Door {
-    fn closed(target: &str) -> Door {
-        let target = target
-            .trim_start_matches("http://")
-            .parse()
-            .expect("the fake server's address");
-        Door {
-            port: closed_port(),
-            target,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn open(&self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
-        let target = self.target;
-        thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let server = TcpStream::connect(target).unwrap();
-                let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                });
-                let (mut from, mut to) = (server, client);
-                thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                });
-            }
-        });
-    }
 }
 
 /// Found by the soak's review (issue 15): a refresh token the server refused while tokens.make

@@ -436,6 +436,168 @@ fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
     );
 }
 
+/// Found by the soak (issue 15, invariant 1, PostgreSQL, in CI): after a slow make, the lock
+/// could not be taken again within the lock timeout (a stalled holder) to read what others
+/// saved meanwhile; the session then wrote its own copy of the record once the lock came
+/// free, unread, and the ledger entry of a make another process sent meanwhile was gone. The
+/// outcome is now kept in memory and laid over what the store holds at the next call.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_make_whose_store_cannot_be_read_again_writes_nothing_over_it_unread() {
+    use chatapp_session::store::SqliteStore;
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+    const REPLY_AFTER: Duration = Duration::from_millis(1500);
+    let server = FakeChatApp::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let open = || -> Arc<dyn TokenStore> {
+        Arc::new(
+            SqliteStore::open(&path)
+                .unwrap()
+                .with_lock_timeout(LOCK_TIMEOUT),
+        )
+    };
+    let store = open();
+    let a = session_on(&server, open(), &server.clock());
+    let b = session_on(&server, open(), &server.clock());
+    a.access_token().unwrap();
+    server.revoke_all();
+    server.inject(Route::Make, Fault::Delay(REPLY_AFTER));
+    let started = std::time::Instant::now();
+    let slow = {
+        let a = a.clone();
+        std::thread::spawn(move || a.request("GET", "/v1/licenses", None))
+    };
+    // While A's make is on its way, the clock passes A's in-flight mark and B makes.
+    std::thread::sleep(Duration::from_millis(400));
+    server.advance(60);
+    b.request("GET", "/v1/licenses", None).unwrap();
+    assert_eq!(stored(store.as_ref()).makes.len(), 3, "A's entry and B's");
+    // Then a holder stalls with the lock from before A's reply until A's read has timed out
+    // (reply + 1 lock timeout) and before A's save would (reply + 2).
+    let held = store.lock(&StoreKey::new(KEY)).unwrap();
+    let release_at = REPLY_AFTER + LOCK_TIMEOUT + LOCK_TIMEOUT / 2;
+    assert!(
+        started.elapsed() < REPLY_AFTER,
+        "the lock is held before A's reply"
+    );
+    std::thread::sleep(release_at.saturating_sub(started.elapsed()));
+    drop(held);
+    slow.join()
+        .unwrap()
+        .expect("A's call succeeds with the pair it made, kept in memory");
+    assert_eq!(server.counters().makes, 3);
+    assert_eq!(
+        stored(store.as_ref()).makes.len(),
+        3,
+        "nothing was written over the store unread: B's entry is there"
+    );
+    assert!(
+        a.status().unwrap().unsaved,
+        "A keeps its pair for the next call"
+    );
+    // A's next call lays its pair over the stored record: every entry stays, and its own
+    // in-flight mark is cleared.
+    a.request("GET", "/v1/licenses", None).unwrap();
+    let after = stored(store.as_ref());
+    assert_eq!(
+        after.makes.len(),
+        3,
+        "every make the server issued is in the ledger"
+    );
+    assert_eq!(after.make_in_flight_until, None);
+    assert!(!a.status().unwrap().unsaved);
+    assert_eq!(server.counters().makes, 3);
+}
+
+/// The same stalled holder after a tokens.make the server refused with 429: the attempt is
+/// taken back from the ledger and the cooldown kept, in memory until the store can be read,
+/// and then laid over what it holds: the pair and the ledger entry another process saved
+/// meanwhile stay.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_refused_make_whose_store_cannot_be_read_again_is_taken_back_later() {
+    use chatapp_session::store::SqliteStore;
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+    const SLOW: Duration = Duration::from_millis(1500);
+    let server = FakeChatApp::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let open = || -> Arc<dyn TokenStore> {
+        Arc::new(
+            SqliteStore::open(&path)
+                .unwrap()
+                .with_lock_timeout(LOCK_TIMEOUT),
+        )
+    };
+    let store = open();
+    // A reaches the server through a slow network; B directly.
+    let door = support::Door::closed(&server.base_url());
+    door.open_after(SLOW);
+    let a = Session::builder()
+        .credentials(server.credentials())
+        .store(open())
+        .store_key(KEY)
+        .base_url(door.url())
+        .clock(server.clock())
+        .build()
+        .unwrap();
+    let b = session_on(&server, open(), &server.clock());
+    let started = std::time::Instant::now();
+    let slow = {
+        let a = a.clone();
+        std::thread::spawn(move || a.access_token())
+    };
+    // While A's make is in the door, the clock passes A's in-flight mark and B makes.
+    std::thread::sleep(Duration::from_millis(400));
+    server.advance(60);
+    b.access_token().unwrap();
+    let b_pair = stored(store.as_ref()).pair.expect("B's pair");
+    assert_eq!(stored(store.as_ref()).makes.len(), 2, "A's entry and B's");
+    // A's make reaches the server after B's, and is refused.
+    server.inject(Route::Make, Fault::RateLimited);
+    let held = store.lock(&StoreKey::new(KEY)).unwrap();
+    assert!(
+        started.elapsed() < SLOW,
+        "the lock is held before A's reply"
+    );
+    std::thread::sleep((SLOW + LOCK_TIMEOUT + LOCK_TIMEOUT / 2).saturating_sub(started.elapsed()));
+    drop(held);
+    assert!(
+        matches!(slow.join().unwrap(), Err(Error::QuotaExhausted { .. })),
+        "A hears of the 429"
+    );
+    let record = stored(store.as_ref());
+    assert_eq!(
+        record.makes.len(),
+        2,
+        "nothing written over the store unread"
+    );
+    assert_eq!(record.pair.as_ref(), Some(&b_pair), "B's pair stays");
+    assert!(
+        a.status().unwrap().unsaved,
+        "A keeps the cooldown for the next call"
+    );
+    // A's next call lays its outcome over the stored record: A's attempt taken back, B's
+    // entry and pair kept, the cooldown and A's mark settled; it then uses B's pair.
+    a.access_token().unwrap();
+    let after = stored(store.as_ref());
+    assert_eq!(
+        after.makes.len(),
+        1,
+        "the ledger holds B's make only: {:?}",
+        after.makes
+    );
+    assert_eq!(after.pair.as_ref(), Some(&b_pair));
+    assert!(
+        after.make_cooldown.is_some(),
+        "the 429's cooldown is stored"
+    );
+    assert_eq!(after.make_in_flight_until, None);
+    assert!(!a.status().unwrap().unsaved);
+    support::assert_counters!(server, makes: 1, faults_served: 1);
+}
+
 /// Found by the soak (issue 15, invariant 6): a process whose clock is far off, starting with
 /// a serverOffset another machine stored (a shared PostgreSQL store), set a 429 cooldown on
 /// its own wrong idea of the server's time: 10 days ahead, the fleet made nothing for 10

@@ -2,6 +2,7 @@
 //!
 //! - [`child`]: the child-process harness (a test binary re-run as a child);
 //! - `cli` (feature `testing`): the example binaries as child processes;
+//! - `door`: a port in front of a server, closed, open, or slow;
 //! - `files`: directory listings, private files, polling;
 //! - `full_disk`: a store wrapper whose saves fail as on a full disk;
 //! - `random`: a seeded xorshift generator and its seed;
@@ -15,6 +16,7 @@
 pub mod child;
 #[cfg(feature = "testing")]
 mod cli;
+mod door;
 mod files;
 mod full_disk;
 mod random;
@@ -26,6 +28,8 @@ mod stores;
 #[cfg(feature = "testing")]
 #[allow(unused_imports)]
 pub use cli::*;
+#[allow(unused_imports)]
+pub use door::*;
 #[allow(unused_imports)]
 pub use files::*;
 #[allow(unused_imports)]
