@@ -20,9 +20,9 @@ use chatapp_session::{Endpoint, Error, Session};
 use support::child::{self, Params};
 use support::{cli_key, file_record, seed_pair, wait_until, Cli};
 
-/// The timeout of the exchange that meets a fault (the CLI gets `--timeout 1`).
+/// The timeout of the exchange that meets a fault (the CLI gets `--timeout 2`).
 const TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a delayed reply waits: past [`TIMEOUT`].
+/// How long a delayed reply waits: past [`TIMEOUT`] and the CLI's.
 const DELAY: Duration = Duration::from_millis(2500);
 /// 64 MiB.
 const HUGE: u64 = 64 << 20;
@@ -245,9 +245,10 @@ fn cli_faults_on(on: Endpoint) {
         }
         server.inject(on, fault.clone());
 
+        // 2 s: short of the delay fault, and room for a loaded machine's ordinary replies.
         let args: &[&str] = match on {
-            Endpoint::Make => &["--timeout", "1", "login"],
-            _ => &["--timeout", "1", "call", "GET", "/v1/licenses"],
+            Endpoint::Make => &["--timeout", "2", "login"],
+            _ => &["--timeout", "2", "call", "GET", "/v1/licenses"],
         };
         let run = cli.run(args);
         run.expect_code(5, &what);

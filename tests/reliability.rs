@@ -436,6 +436,40 @@ fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
     );
 }
 
+/// The lock timeout of [`stalled_sqlite`] stores.
+#[cfg(feature = "sqlite")]
+const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after its start a slow tokens.make is answered (a delay, a slow network).
+#[cfg(feature = "sqlite")]
+const REPLY_AFTER: Duration = Duration::from_millis(1500);
+
+/// Opens stores of one SQLite file, each waiting [`LOCK_TIMEOUT`] for the lock.
+#[cfg(feature = "sqlite")]
+fn stalled_sqlite(path: &std::path::Path) -> impl Fn() -> Arc<dyn TokenStore> + '_ {
+    move || -> Arc<dyn TokenStore> {
+        Arc::new(
+            chatapp_session::store::SqliteStore::open(path)
+                .unwrap()
+                .with_lock_timeout(LOCK_TIMEOUT),
+        )
+    }
+}
+
+/// Holds the store's lock from now (before the slow make started at `started` is answered)
+/// until its session's read after the reply has timed out (reply + 1 lock timeout) and
+/// before a save after it would (reply + 2): a stalled holder.
+#[cfg(feature = "sqlite")]
+fn stall_past_the_reply(store: &dyn TokenStore, started: std::time::Instant) {
+    let held = store.lock(&StoreKey::new(KEY)).unwrap();
+    assert!(
+        started.elapsed() < REPLY_AFTER,
+        "the lock is held before the reply"
+    );
+    let release_at = REPLY_AFTER + LOCK_TIMEOUT + LOCK_TIMEOUT / 2;
+    std::thread::sleep(release_at.saturating_sub(started.elapsed()));
+    drop(held);
+}
+
 /// Found by the soak (issue 15, invariant 1, PostgreSQL, in CI): after a slow make, the lock
 /// could not be taken again within the lock timeout (a stalled holder) to read what others
 /// saved meanwhile; the session then wrote its own copy of the record once the lock came
@@ -444,19 +478,10 @@ fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
 #[cfg(feature = "sqlite")]
 #[test]
 fn a_make_whose_store_cannot_be_read_again_writes_nothing_over_it_unread() {
-    use chatapp_session::store::SqliteStore;
-    const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-    const REPLY_AFTER: Duration = Duration::from_millis(1500);
     let server = FakeChatApp::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let open = || -> Arc<dyn TokenStore> {
-        Arc::new(
-            SqliteStore::open(&path)
-                .unwrap()
-                .with_lock_timeout(LOCK_TIMEOUT),
-        )
-    };
+    let open = stalled_sqlite(&path);
     let store = open();
     let a = session_on(&server, open(), &server.clock());
     let b = session_on(&server, open(), &server.clock());
@@ -475,14 +500,7 @@ fn a_make_whose_store_cannot_be_read_again_writes_nothing_over_it_unread() {
     assert_eq!(stored(store.as_ref()).makes.len(), 3, "A's entry and B's");
     // Then a holder stalls with the lock from before A's reply until A's read has timed out
     // (reply + 1 lock timeout) and before A's save would (reply + 2).
-    let held = store.lock(&StoreKey::new(KEY)).unwrap();
-    let release_at = REPLY_AFTER + LOCK_TIMEOUT + LOCK_TIMEOUT / 2;
-    assert!(
-        started.elapsed() < REPLY_AFTER,
-        "the lock is held before A's reply"
-    );
-    std::thread::sleep(release_at.saturating_sub(started.elapsed()));
-    drop(held);
+    stall_past_the_reply(store.as_ref(), started);
     slow.join()
         .unwrap()
         .expect("A's call succeeds with the pair it made, kept in memory");
@@ -517,23 +535,14 @@ fn a_make_whose_store_cannot_be_read_again_writes_nothing_over_it_unread() {
 #[cfg(feature = "sqlite")]
 #[test]
 fn a_refused_make_whose_store_cannot_be_read_again_is_taken_back_later() {
-    use chatapp_session::store::SqliteStore;
-    const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-    const SLOW: Duration = Duration::from_millis(1500);
     let server = FakeChatApp::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let open = || -> Arc<dyn TokenStore> {
-        Arc::new(
-            SqliteStore::open(&path)
-                .unwrap()
-                .with_lock_timeout(LOCK_TIMEOUT),
-        )
-    };
+    let open = stalled_sqlite(&path);
     let store = open();
     // A reaches the server through a slow network; B directly.
     let door = support::Door::closed(&server.base_url());
-    door.open_after(SLOW);
+    door.open_after(REPLY_AFTER);
     let a = Session::builder()
         .credentials(server.credentials())
         .store(open())
@@ -556,13 +565,7 @@ fn a_refused_make_whose_store_cannot_be_read_again_is_taken_back_later() {
     assert_eq!(stored(store.as_ref()).makes.len(), 2, "A's entry and B's");
     // A's make reaches the server after B's, and is refused.
     server.inject(Route::Make, Fault::RateLimited);
-    let held = store.lock(&StoreKey::new(KEY)).unwrap();
-    assert!(
-        started.elapsed() < SLOW,
-        "the lock is held before A's reply"
-    );
-    std::thread::sleep((SLOW + LOCK_TIMEOUT + LOCK_TIMEOUT / 2).saturating_sub(started.elapsed()));
-    drop(held);
+    stall_past_the_reply(store.as_ref(), started);
     assert!(
         matches!(slow.join().unwrap(), Err(Error::QuotaExhausted { .. })),
         "A hears of the 429"
