@@ -597,6 +597,24 @@ impl Inner {
             .then(|| current.access.clone())
     }
 
+    /// The pair in use, while this session keeps an outcome the store has not taken and the
+    /// store cannot be locked to save it (`error`: a stalled holder, a database away): usable
+    /// and not `rejected`, it stays in use from memory, as it would on the hot path had the
+    /// store taken it.
+    fn kept_in_memory(&self, rejected: Option<&AccessToken>, error: &Error) -> Option<AccessToken> {
+        if !self.dirty.load(Ordering::Relaxed) {
+            return None;
+        }
+        let now = self.clock.read();
+        let current = self.current.lock();
+        let current = current.as_ref()?;
+        let usable = Some(&current.access) != rejected && now.before(&current.usable_until);
+        usable.then(|| {
+            log::warn!("could not lock the store to save what an earlier call could not ({error}); the pair stays in use from memory");
+            current.access.clone()
+        })
+    }
+
     /// The server's clock minus ours: learned from the latest reply, else as stored, else
     /// taken to be zero (nothing says the clocks disagree).
     fn offset(&self, stored: Option<i64>) -> i64 {
@@ -733,9 +751,10 @@ impl Inner {
                 }
             }
         }
-        let (mut guard, mut record) = match self.lock_when_no_make_in_flight(rejected)? {
-            Locked::Held(guard, record) => (guard, record),
-            Locked::Adopted(access) => return Ok(access),
+        let (mut guard, mut record) = match self.lock_when_no_make_in_flight(rejected) {
+            Ok(Locked::Held(guard, record)) => (guard, record),
+            Ok(Locked::Adopted(access)) => return Ok(access),
+            Err(e) => return self.kept_in_memory(rejected, &e).ok_or(e),
         };
         let mut refresh_refusal: Option<ApiError> = None;
         loop {

@@ -601,6 +601,43 @@ fn a_refused_make_whose_store_cannot_be_read_again_is_taken_back_later() {
     support::assert_counters!(server, makes: 1, faults_served: 1);
 }
 
+/// While a session keeps a pair the store has not taken (a full disk after a rotation), a
+/// lock holder stalled past the lock timeout does not fail its calls: the pair stays in use
+/// from memory, as it would had the store taken it, and is saved once the lock is free.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_stalled_holder_does_not_fail_a_session_whose_pair_waits_to_be_saved() {
+    let server = FakeChatApp::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let open = stalled_sqlite(&path);
+    let full = Arc::new(AtomicBool::new(false));
+    let switch = Arc::clone(&full);
+    let on_disk = support::FullDisk::new(open(), move || switch.load(Ordering::SeqCst));
+    let s = session_on(&server, Arc::new(on_disk), &server.clock());
+    s.access_token().unwrap();
+    // The disk fills; the server rotates the pair; the new one cannot be saved.
+    full.store(true, Ordering::SeqCst);
+    server.revoke_access_tokens();
+    s.request("GET", "/v1/licenses", None).unwrap();
+    assert!(s.status().unwrap().unsaved);
+    let token = s.access_token().unwrap();
+    full.store(false, Ordering::SeqCst);
+    // Now a holder stalls with the lock: the session's calls go on with the pair in memory.
+    let store = open();
+    let held = store.lock(&StoreKey::new(KEY)).unwrap();
+    assert_eq!(s.access_token().expect("the pair in memory"), token);
+    s.request("GET", "/v1/licenses", None)
+        .expect("a call with the pair in memory");
+    drop(held);
+    // The lock free, the next call saves it.
+    assert_eq!(s.access_token().unwrap(), token);
+    assert!(!s.status().unwrap().unsaved);
+    let saved = stored(store.as_ref()).pair.expect("the pair is saved");
+    assert_eq!(saved.access, token);
+    support::assert_counters!(server, makes: 1, refreshes: 1, refreshes_rejected: 0);
+}
+
 /// Found by the soak (issue 15, invariant 6): a process whose clock is far off, starting with
 /// a serverOffset another machine stored (a shared PostgreSQL store), set a 429 cooldown on
 /// its own wrong idea of the server's time: 10 days ahead, the fleet made nothing for 10
