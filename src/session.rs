@@ -800,13 +800,8 @@ impl Inner {
                         "tokens.refresh: new pair (access ends at {})",
                         pair.access_expires_at
                     );
-                    let token = self.keep(
-                        guard.as_mut(),
-                        record,
-                        pair,
-                        Obtained::Refreshed,
-                        Written::Read,
-                    );
+                    let pending = Unsaved::record(record);
+                    let token = self.keep(guard.as_mut(), pending, pair, Obtained::Refreshed, None);
                     return Ok(token);
                 }
                 Err(Error::Api(refusal)) => {
@@ -874,7 +869,7 @@ impl Inner {
         record.make_in_flight_until = None;
         let outcome = self.transport.make(credentials);
         let unread = self.catch_up(guard, &mut record, mark).err();
-        // What the attempt leaves to save: `from_server`, a cooldown the server just set.
+        // What the attempt leaves to save: `from_server`, a pair or cooldown the server gave.
         let ended = |record: StoredRecord, taken_back: Vec<i64>, from_server: bool| Unsaved {
             from_server,
             record,
@@ -895,11 +890,8 @@ impl Inner {
                 let quota = self
                     .policy
                     .quota(now, &record.makes, record.make_cooldown.as_ref());
-                let written = match &unread {
-                    None => Written::Read,
-                    Some(e) => Written::Unread { mark, error: e },
-                };
-                let token = self.keep(guard, record, pair, Obtained::Made, written);
+                let pending = ended(record, Vec::new(), true);
+                let token = self.keep(guard, pending, pair, Obtained::Made, unread.as_ref());
                 if quota.allowed.saturating_sub(quota.used) < QUOTA_LOW_BELOW {
                     self.emit(Event::QuotaLow {
                         used: quota.used,
@@ -1036,28 +1028,23 @@ impl Inner {
     /// and saved again at the next call: the server has already rotated, so dropping it would
     /// cost a make.
     /// The application hears of it (`how`) after the save, or after [`Event::SaveFailed`].
+    /// `pending` is the record the pair joins, with what else its exchange leaves (the
+    /// in-flight mark of a make); `unread` as for [`save_or_keep`](Self::save_or_keep).
     fn keep(
         &self,
         guard: &mut dyn StoreLock,
-        mut record: StoredRecord,
+        mut pending: Unsaved,
         pair: TokenPair,
         how: Obtained,
-        written: Written<'_>,
+        unread: Option<&StoreError>,
     ) -> AccessToken {
+        let record = &mut pending.record;
         record.server_offset = self.transport.server_offset().or(record.server_offset);
         record.issued_at = Some(self.server_now(record.server_offset));
         self.policy.prune(&mut record.makes);
         record.pair = Some(pair.clone());
-        let (mark, unread) = match written {
-            Written::Read => (None, None),
-            Written::Unread { mark, error } => (Some(mark), Some(error)),
-        };
-        let pending = Unsaved {
-            record: record.clone(),
-            taken_back: Vec::new(),
-            mark,
-            from_server: true,
-        };
+        pending.from_server = true;
+        let record = pending.record.clone();
         self.save_or_keep(guard, pending, unread);
         self.emit(how.event(&pair));
         self.adopt(&record, &pair)
@@ -1095,15 +1082,6 @@ impl Inner {
         *self.current.lock() = Some(current);
         access
     }
-}
-
-/// Whether the record a new pair joins was read under the lock held now.
-enum Written<'e> {
-    /// It was: saving it drops nobody's write.
-    Read,
-    /// The store could not be read again after tokens.make (`error`): the record is kept in
-    /// memory, with the in-flight mark `mark` to clear, and laid over the store next time.
-    Unread { mark: i64, error: &'e StoreError },
 }
 
 /// What [`Inner::lock_when_no_make_in_flight`] came to.

@@ -37,6 +37,41 @@ fn stored(store: &dyn TokenStore) -> StoredRecord {
     store.load(&StoreKey::new(KEY)).unwrap().unwrap_or_default()
 }
 
+/// The disk fills while tokens.make is on its way: the pair is used from memory, and once the
+/// disk has room the next call saves it and clears the make's in-flight mark, which the failed
+/// save had left in the store (else other processes would wait on it until it expires).
+#[test]
+fn a_make_whose_final_save_fails_clears_its_mark_at_the_next_save() {
+    let server = FakeChatApp::start().unwrap();
+    let (store, full) = full_disk();
+    let s = session_on(&server, store.clone(), &server.clock());
+    server.inject(Route::Make, Fault::Delay(Duration::from_millis(600)));
+    let making = {
+        let s = s.clone();
+        std::thread::spawn(move || s.access_token())
+    };
+    // The write-ahead entry and the mark are saved; then the disk fills.
+    assert!(
+        support::wait_until(Duration::from_secs(5), || {
+            stored(store.as_ref()).make_in_flight_until.is_some()
+        }),
+        "the make's mark is saved"
+    );
+    full.store(true, Ordering::SeqCst);
+    let token = making.join().unwrap().expect("the pair from memory");
+    assert!(s.status().unwrap().unsaved);
+    assert!(stored(store.as_ref()).make_in_flight_until.is_some());
+    full.store(false, Ordering::SeqCst);
+    assert_eq!(s.access_token().unwrap(), token);
+    let record = stored(store.as_ref());
+    assert_eq!(record.pair.map(|p| p.access), Some(token));
+    assert_eq!(
+        record.make_in_flight_until, None,
+        "the ended make's mark is cleared"
+    );
+    assert_eq!(record.makes.len(), 1);
+}
+
 #[test]
 fn a_full_disk_after_the_server_rotated_loses_no_pair_and_spends_no_make() {
     let server = FakeChatApp::start().unwrap();
