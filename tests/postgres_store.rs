@@ -22,12 +22,12 @@
 mod support;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatapp_session::store::{LockOrRecord, PostgresStore, StoreKey, TokenStore};
+use chatapp_session::store::{LockOrRecord, PostgresStore, StoreKey, StoredRecord, TokenStore};
 use chatapp_session::StoreError;
 
 use support::{refuses_corrupt, secret_record, CORRUPT_RECORDS};
@@ -768,64 +768,86 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
 
 /// Issue 12: `lock_unless` waits for a holder with a shared row lock, and when the holder
 /// leaves a record it does not want, queues for the row lock: the two waits together last no
-/// longer than one lock timeout. Here the first holder lets go without saving once the waiter
-/// and then a second holder queue for the row (the server says so); the second holder, next in
-/// the row's queue, takes the lock and keeps it; the waiter (1 s) gives up after about 1 s in
-/// all. (The holder lets go without a save: a save makes a new version of the row, whose
-/// waiters the server may serve in another order.)
+/// longer than one lock timeout. The waiter (2 s) queues behind a first holder, which lets go
+/// without saving after 1.5 s. While the waiter reads the row under its shared lock, its check
+/// has a second holder take a shared lock of its own (the two do not exclude each other), so the
+/// row is held when the waiter queues for it again, whatever the scheduler does: the waiter
+/// gives up at 2 s in all, where two full waits would last 3.5 s.
 #[test]
 #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn lock_unless_waits_one_lock_timeout_in_all() {
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+    const FIRST_HOLDS: Duration = Duration::from_millis(1500);
     let db = Db::new("unless");
     let key = StoreKey::new("k");
-    let (first, second) = (db.open(), db.open());
+    let first = db.open();
     first.save(&key, &secret_record(1)).unwrap();
-    let waiter = db.open().with_lock_timeout(Duration::from_secs(1));
+    let waiter = db.open().with_lock_timeout(LOCK_TIMEOUT);
     let guard = first.lock(&key).unwrap();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    thread::scope(|s| {
+    let released = AtomicBool::new(false);
+    let mut second = db.raw();
+    let mut second_holds = false;
+    let mut check = |_: &StoredRecord| {
+        if released.load(Ordering::SeqCst) && !second_holds {
+            second.batch_execute("BEGIN").unwrap();
+            second
+                .query_one(
+                    "SELECT 1 FROM chatapp_session_tokens WHERE store_key = $1 FOR SHARE",
+                    &[&key.as_str()],
+                )
+                .unwrap();
+            second_holds = true;
+        }
+        false
+    };
+    let asked = Instant::now();
+    let (result, elapsed) = thread::scope(|s| {
         let waited = s.spawn(|| {
-            let asked = Instant::now();
-            let result = waiter.lock_unless(&key, &mut |_| false).map(drop);
-            drop(done_tx);
+            let result = waiter.lock_unless(&key, &mut check).map(drop);
             (result, asked.elapsed())
         });
-        // The first in the row's queue holds its tuple lock; the others wait for it.
-        let mut direct = raw(&db.direct);
-        let mut queued = |granted: bool| {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while direct
-                .query_one(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'tuple' \
-                     AND relation = 'chatapp_session_tokens'::regclass AND granted = $1",
-                    &[&granted],
-                )
-                .unwrap()
-                .get::<_, i64>(0)
-                == 0
-            {
-                assert!(Instant::now() < deadline, "nobody queued for the row");
-                thread::sleep(Duration::from_millis(5));
-            }
-        };
-        queued(true);
-        let key = &key;
-        let second = &second;
-        s.spawn(move || {
-            let _held = second.lock(key).unwrap();
-            let _ = done_rx.recv_timeout(Duration::from_secs(10));
-        });
-        queued(false);
+        // The waiter is in the row's queue: it holds the tuple lock while it waits.
+        let mut direct = db.raw();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while direct
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'tuple' \
+                 AND relation = 'chatapp_session_tokens'::regclass AND granted",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the waiter never queued for the row"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread::sleep(FIRST_HOLDS.saturating_sub(asked.elapsed()));
+        released.store(true, Ordering::SeqCst);
         drop(guard);
-        let (result, elapsed) = waited.join().unwrap();
-        assert!(
-            matches!(result, Err(StoreError::LockTimeout { .. })),
-            "{result:?}"
-        );
-        assert!(elapsed >= Duration::from_millis(950), "{elapsed:?}");
-        assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+        waited.join().unwrap()
     });
-    // Once the holders are gone, the waiter takes the lock.
+    assert!(
+        second_holds,
+        "the waiter read the row after the first holder let go"
+    );
+    assert!(
+        matches!(result, Err(StoreError::LockTimeout { .. })),
+        "{result:?}"
+    );
+    assert!(
+        elapsed >= LOCK_TIMEOUT - Duration::from_millis(50),
+        "{elapsed:?}"
+    );
+    assert!(
+        elapsed < FIRST_HOLDS + LOCK_TIMEOUT - Duration::from_millis(300),
+        "one lock timeout in all, not two waits: {elapsed:?}"
+    );
+    // Once the second holder is gone, the waiter takes the lock.
+    drop(second);
     let taken = waiter.lock_unless(&key, &mut |_| false).unwrap();
     match taken {
         LockOrRecord::Locked(mut guard) => {

@@ -100,8 +100,8 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 ///   the lock is waited for as long. [`lock_unless`](TokenStore::lock_unless) waits for a
 ///   holder with a shared row lock (`SELECT ... FOR SHARE`), which ends for every waiter at
 ///   once when the holder commits, and returns the record the holder saved when the caller
-///   wants it; only then does it queue for the row lock. Every other statement is bounded by a 30 s Every other statement is bounded by a 30 s
-///   `statement_timeout`, and connecting by a 10 s `connect_timeout` unless the connection
+///   wants it; only then does it queue for the row lock, within what is left of the same lock
+///   timeout. Every other statement is bounded by a 30 s `statement_timeout`, and connecting by a 10 s `connect_timeout` unless the connection
 ///   string sets one.
 /// - [`load`](TokenStore::load) never waits for a lock holder (it reads the last committed
 ///   row). The store keeps one connection, and opens a second one for loads made while a lock
