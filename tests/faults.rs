@@ -18,12 +18,8 @@ use chatapp_session::testing::{FakeChatApp, Fault};
 use chatapp_session::{Endpoint, Error, Session};
 
 use support::child::{self, Params};
-use support::{cli_key, file_record, seed_pair, wait_until, Cli};
+use support::{cli_key, file_record, seed_pair, timeout_for, wait_until, Cli, FAULT_DELAY};
 
-/// The timeout of the exchange that meets a fault (the CLI gets `--timeout 2`).
-const TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a delayed reply waits: past [`TIMEOUT`] and the CLI's.
-const DELAY: Duration = Duration::from_millis(2500);
 /// 64 MiB.
 const HUGE: u64 = 64 << 20;
 
@@ -36,7 +32,7 @@ fn faults() -> Vec<Fault> {
         Fault::MissingField("accessToken".into()),
         Fault::WrongTypes,
         Fault::DropConnection,
-        Fault::Delay(DELAY),
+        Fault::Delay(FAULT_DELAY),
         Fault::Huge {
             bytes: HUGE,
             declare_length: true,
@@ -137,7 +133,7 @@ fn session(server: &FakeChatApp, store: &FileStore, timeout: Duration) -> Sessio
 /// Waits until a delayed request has been served, so that what it did server-side is known.
 fn wait_for_server(server: &FakeChatApp, what: &str, done: impl Fn(&FakeChatApp) -> bool) {
     assert!(
-        wait_until(DELAY * 4, || done(server)),
+        wait_until(FAULT_DELAY * 4, || done(server)),
         "{what}: the server never finished the delayed request: {:?}",
         server.counters()
     );
@@ -151,7 +147,7 @@ fn faults_on_make_are_typed_keep_no_pair_and_the_next_call_makes() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path().join("s.json"));
         server.inject(Endpoint::Make, fault.clone());
-        let short = session(&server, &store, TIMEOUT);
+        let short = session(&server, &store, timeout_for(&fault));
         let err = short.request("GET", "/v1/licenses", None).unwrap_err();
         assert!(is_expected(Endpoint::Make, &fault, &err), "{what}: {err:?}");
         assert!(!err.to_string().contains('\n'), "{what}: {err}");
@@ -208,7 +204,7 @@ fn more_faults_on_ordinary_calls_keep_the_pair_and_spend_no_auth_call() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::new(dir.path().join("s.json"));
     let seeded = seed_pair(&server, &store);
-    let session = session(&server, &store, TIMEOUT);
+    let session = session(&server, &store, Duration::from_secs(30));
     for fault in cases {
         let what = format!("request {fault:?}");
         server.inject(Endpoint::Request, fault.clone());
@@ -245,12 +241,13 @@ fn cli_faults_on(on: Endpoint) {
         }
         server.inject(on, fault.clone());
 
-        // 2 s: short of the delay fault, and room for a loaded machine's ordinary replies.
-        let args: &[&str] = match on {
-            Endpoint::Make => &["--timeout", "2", "login"],
-            _ => &["--timeout", "2", "call", "GET", "/v1/licenses"],
-        };
-        let run = cli.run(args);
+        let timeout = timeout_for(&fault).as_secs().to_string();
+        let mut args = vec!["--timeout", timeout.as_str()];
+        match on {
+            Endpoint::Make => args.push("login"),
+            _ => args.extend(["call", "GET", "/v1/licenses"]),
+        }
+        let run = cli.run(&args);
         run.expect_code(5, &what);
         assert_eq!(run.stdout, "", "{what}");
         let line = run.one_error_line(&what);

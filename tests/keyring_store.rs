@@ -104,6 +104,11 @@ fn pair(tag: &str) -> TokenPair {
     }
 }
 
+/// What the `hold-lock` child saves at the end of its hold.
+fn holder_mark() -> StoredRecord {
+    record("holder", vec![7])
+}
+
 fn record(tag: &str, makes: Vec<i64>) -> StoredRecord {
     StoredRecord {
         pair: Some(pair(tag)),
@@ -222,16 +227,23 @@ fn child_process() {
     let service = child::param("service");
     let key = StoreKey::new(child::param("key"));
     match action.as_str() {
-        // Take the lock, say so, keep it for a second and exit without releasing it: only
-        // the end of the process releases it.
+        // Take the lock, say so, keep it for a second (then save the holder's mark under it)
+        // or ten minutes, and exit without releasing it: only the end of the process
+        // releases it.
         "hold-lock" | "hold-lock-forever" => {
             let store = KeyringStore::new(service);
-            let guard = store
+            let mut guard = store
                 .lock(&key)
                 .unwrap_or_else(|e| panic!("child lock: {e}"));
             println!("@@locked");
-            let hold = if action == "hold-lock" { 1 } else { 600 };
-            thread::sleep(Duration::from_secs(hold));
+            if action == "hold-lock" {
+                thread::sleep(Duration::from_secs(1));
+                guard
+                    .save(&holder_mark())
+                    .unwrap_or_else(|e| panic!("child save: {e}"));
+            } else {
+                thread::sleep(Duration::from_secs(600));
+            }
             std::mem::forget(guard);
             std::process::exit(0);
         }
@@ -499,16 +511,16 @@ fn the_lock_excludes_another_process() {
     wait_for_line(&mut holder.0, "@@locked");
     let seen_locked = Instant::now();
     let store = KeyringStore::new(service.clone());
-    let waited = within(Duration::from_secs(20), "lock after the child", move || {
-        let guard = store.lock(&key).map(|_| ());
-        (guard, seen_locked.elapsed())
+    let (seen, waited) = within(Duration::from_secs(20), "lock after the child", move || {
+        let seen = store.lock(&key).and_then(|mut guard| guard.load());
+        (seen, seen_locked.elapsed())
     });
-    waited.0.unwrap_or_else(|e| panic!("{e}"));
-    // The child holds the lock for 1 s after saying "locked".
-    assert!(
-        waited.1 >= Duration::from_millis(700),
-        "the lock was taken after {:?}, while another process held it",
-        waited.1
+    // The child saves its mark at the end of its hold (1 s): a lock taken any earlier
+    // would not see it (whatever the scheduler does to either process).
+    assert_eq!(
+        seen.unwrap_or_else(|e| panic!("{e}")),
+        Some(holder_mark()),
+        "the lock was taken after {waited:?}, while another process held it"
     );
     let status = holder.0.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "child: {status}");

@@ -164,6 +164,8 @@ fn twelve_processes_on_a_postgres_store_refresh_once() {
 struct Counted {
     inner: Box<dyn TokenStore>,
     locks: Arc<AtomicUsize>,
+    /// The records `lock_unless` was asked about: its wait has begun once one is.
+    looks: Arc<AtomicUsize>,
 }
 
 impl TokenStore for Counted {
@@ -181,7 +183,11 @@ impl TokenStore for Counted {
         key: &StoreKey,
         wanted: &mut dyn FnMut(&StoredRecord) -> bool,
     ) -> Result<LockOrRecord<'_>, StoreError> {
-        let waited = self.inner.lock_unless(key, wanted)?;
+        let mut counted = |record: &StoredRecord| {
+            self.looks.fetch_add(1, Ordering::SeqCst);
+            wanted(record)
+        };
+        let waited = self.inner.lock_unless(key, &mut counted)?;
         if let LockOrRecord::Locked(_) = waited {
             self.locks.fetch_add(1, Ordering::SeqCst);
         }
@@ -208,11 +214,13 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
 ) {
     let server = FakeChatApp::start().unwrap();
     let locks = Arc::new(AtomicUsize::new(0));
+    let looks = Arc::new(AtomicUsize::new(0));
     let session = Session::builder()
         .credentials(server.credentials())
         .store(Counted {
             inner: store,
             locks: locks.clone(),
+            looks: looks.clone(),
         })
         .base_url(server.base_url())
         .build()
@@ -221,6 +229,7 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
     server.revoke_access_tokens();
     server.reset_counters();
     locks.store(0, Ordering::SeqCst);
+    looks.store(0, Ordering::SeqCst);
     let key = session.store_key().clone();
     let mut guard = holder.lock(&key).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -228,7 +237,12 @@ fn a_waiter_adopts_a_pair_saved_while_the_lock_is_held(
         s.spawn(|| {
             let _ = tx.send(session.request("GET", "/v1/licenses", None));
         });
-        // The session meets the refusal and waits for the lock.
+        // The session meets the refusal and waits for the lock: it has looked at the stored
+        // record (a fixed pause would not know, on a loaded machine), and not returned.
+        assert!(
+            support::wait_until(Duration::from_secs(30), || looks.load(Ordering::SeqCst) > 0),
+            "the session never waited for the lock"
+        );
         let waiting = Duration::from_millis(500);
         assert!(
             rx.recv_timeout(waiting).is_err(),

@@ -768,16 +768,16 @@ fn a_waiter_gets_the_lock_when_the_holder_releases_within_the_timeout() {
 
 /// Issue 12: `lock_unless` waits for a holder with a shared row lock, and when the holder
 /// leaves a record it does not want, queues for the row lock: the two waits together last no
-/// longer than one lock timeout. The waiter (2 s) queues behind a first holder, which lets go
-/// without saving after 1.5 s. While the waiter reads the row under its shared lock, its check
+/// longer than one lock timeout. The waiter (4 s) queues behind a first holder, which lets go
+/// without saving after 2 s. While the waiter reads the row under its shared lock, its check
 /// has a second holder take a shared lock of its own (the two do not exclude each other), so the
 /// row is held when the waiter queues for it again, whatever the scheduler does: the waiter
-/// gives up at 2 s in all, where two full waits would last 3.5 s.
+/// gives up at 4 s in all, where two full waits would last 6 s.
 #[test]
 #[cfg_attr(chatapp_no_postgres, ignore = "needs .ci/postgres-env")]
 fn lock_unless_waits_one_lock_timeout_in_all() {
-    const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
-    const FIRST_HOLDS: Duration = Duration::from_millis(1500);
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(4);
+    const FIRST_HOLDS: Duration = Duration::from_secs(2);
     let db = Db::new("unless");
     let key = StoreKey::new("k");
     let first = db.open();

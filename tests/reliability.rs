@@ -45,7 +45,7 @@ fn a_make_whose_final_save_fails_clears_its_mark_at_the_next_save() {
     let server = FakeChatApp::start().unwrap();
     let (store, full) = full_disk();
     let s = session_on(&server, store.clone(), &server.clock());
-    server.inject(Route::Make, Fault::Delay(Duration::from_millis(600)));
+    server.inject(Route::Make, Fault::Delay(Duration::from_secs(3)));
     let making = {
         let s = s.clone();
         std::thread::spawn(move || s.access_token())
@@ -459,7 +459,12 @@ fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
     // A's make is served late; meanwhile the clock passes A's in-flight mark and B makes.
     server.inject(Route::Make, Fault::Delay(Duration::from_millis(1500)));
     let slow = std::thread::spawn(move || a.request("GET", "/v1/licenses", None));
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        support::wait_until(Duration::from_secs(30), || {
+            server.requests_in_progress_on(Route::Make) == 1
+        }),
+        "A's make reaches the server"
+    );
     server.advance(60);
     b.request("GET", "/v1/licenses", None).unwrap();
     slow.join().unwrap().unwrap();
@@ -473,10 +478,11 @@ fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
 
 /// The lock timeout of [`stalled_sqlite`] stores.
 #[cfg(feature = "sqlite")]
-const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long after its start a slow tokens.make is answered (a delay, a slow network).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a slow tokens.make takes to be answered (a delay, a slow network): time enough
+/// for another session to make meanwhile, and for a holder to take the lock.
 #[cfg(feature = "sqlite")]
-const REPLY_AFTER: Duration = Duration::from_millis(1500);
+const REPLY_AFTER: Duration = Duration::from_secs(3);
 
 /// Opens stores of one SQLite file, each waiting [`LOCK_TIMEOUT`] for the lock.
 #[cfg(feature = "sqlite")]
@@ -490,18 +496,19 @@ fn stalled_sqlite(path: &std::path::Path) -> impl Fn() -> Arc<dyn TokenStore> + 
     }
 }
 
-/// Holds the store's lock from now (before the slow make started at `started` is answered)
-/// until its session's read after the reply has timed out (reply + 1 lock timeout) and
-/// before a save after it would (reply + 2): a stalled holder.
+/// Holds the store's lock from now, before a slow tokens.make is answered (`answered` holds
+/// once it is), until its session's read after the reply has timed out (the answer + 1 lock
+/// timeout) and before a save after it would (the answer + 2): a stalled holder. Half a lock
+/// timeout of slack on either side.
 #[cfg(feature = "sqlite")]
-fn stall_past_the_reply(store: &dyn TokenStore, started: std::time::Instant) {
+fn stall_past_the_reply(store: &dyn TokenStore, answered: impl Fn() -> bool) {
     let held = store.lock(&StoreKey::new(KEY)).unwrap();
+    assert!(!answered(), "the lock is held before the reply");
     assert!(
-        started.elapsed() < REPLY_AFTER,
-        "the lock is held before the reply"
+        support::wait_until(Duration::from_secs(30), &answered),
+        "the make is answered"
     );
-    let release_at = REPLY_AFTER + LOCK_TIMEOUT + LOCK_TIMEOUT / 2;
-    std::thread::sleep(release_at.saturating_sub(started.elapsed()));
+    std::thread::sleep(LOCK_TIMEOUT + LOCK_TIMEOUT / 2);
     drop(held);
 }
 
@@ -523,19 +530,25 @@ fn a_make_whose_store_cannot_be_read_again_writes_nothing_over_it_unread() {
     a.access_token().unwrap();
     server.revoke_all();
     server.inject(Route::Make, Fault::Delay(REPLY_AFTER));
-    let started = std::time::Instant::now();
     let slow = {
         let a = a.clone();
         std::thread::spawn(move || a.request("GET", "/v1/licenses", None))
     };
     // While A's make is on its way, the clock passes A's in-flight mark and B makes.
-    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        support::wait_until(Duration::from_secs(30), || {
+            server.requests_in_progress_on(Route::Make) == 1
+        }),
+        "A's make reaches the server"
+    );
     server.advance(60);
     b.request("GET", "/v1/licenses", None).unwrap();
     assert_eq!(stored(store.as_ref()).makes.len(), 3, "A's entry and B's");
     // Then a holder stalls with the lock from before A's reply until A's read has timed out
     // (reply + 1 lock timeout) and before A's save would (reply + 2).
-    stall_past_the_reply(store.as_ref(), started);
+    stall_past_the_reply(store.as_ref(), || {
+        server.requests_in_progress_on(Route::Make) == 0
+    });
     slow.join()
         .unwrap()
         .expect("A's call succeeds with the pair it made, kept in memory");
@@ -587,20 +600,24 @@ fn a_refused_make_whose_store_cannot_be_read_again_is_taken_back_later() {
         .build()
         .unwrap();
     let b = session_on(&server, open(), &server.clock());
-    let started = std::time::Instant::now();
     let slow = {
         let a = a.clone();
         std::thread::spawn(move || a.access_token())
     };
     // While A's make is in the door, the clock passes A's in-flight mark and B makes.
-    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        support::wait_until(Duration::from_secs(30), || {
+            stored(store.as_ref()).make_in_flight_until.is_some()
+        }),
+        "A's make is on its way"
+    );
     server.advance(60);
     b.access_token().unwrap();
     let b_pair = stored(store.as_ref()).pair.expect("B's pair");
     assert_eq!(stored(store.as_ref()).makes.len(), 2, "A's entry and B's");
     // A's make reaches the server after B's, and is refused.
     server.inject(Route::Make, Fault::RateLimited);
-    stall_past_the_reply(store.as_ref(), started);
+    stall_past_the_reply(store.as_ref(), || server.counters().faults_served == 1);
     assert!(
         matches!(slow.join().unwrap(), Err(Error::QuotaExhausted { .. })),
         "A hears of the 429"

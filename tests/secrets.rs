@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use chatapp_session::store::{FileStore, MemoryStore, StoreKey, StoredRecord, TokenStore};
 use chatapp_session::testing::{FakeChatApp, Fault, Route};
 use chatapp_session::{Credentials, Error, Session};
@@ -262,7 +260,7 @@ fn debug_and_display_of_every_public_type_and_error_show_no_secret() {
         .credentials(credentials.clone())
         .store(file.clone())
         .base_url(server.base_url())
-        .timeout(Duration::from_millis(500));
+        .timeout(support::DELAY_TIMEOUT);
     let mut texts = vec![format!("{builder:?} {builder:#?}")];
     let session = builder.build().unwrap();
     session.request("GET", "/v1/licenses", None).unwrap();
@@ -301,7 +299,7 @@ fn debug_and_display_of_every_public_type_and_error_show_no_secret() {
             .store(store)
             .store_key("errors")
             .base_url(server.base_url())
-            .timeout(Duration::from_millis(500));
+            .timeout(support::DELAY_TIMEOUT);
         if let Some(c) = credentials {
             b = b.credentials(c);
         }
@@ -344,7 +342,7 @@ fn debug_and_display_of_every_public_type_and_error_show_no_secret() {
         Fault::RateLimited,
         Fault::ServerError(503),
         Fault::MalformedJson,
-        Fault::Delay(Duration::from_secs(2)),
+        Fault::Delay(support::FAULT_DELAY),
         Fault::DropConnection,
     ] {
         server.inject(Route::Request, fault);

@@ -479,7 +479,7 @@ fn server_faults_on_refresh_are_typed_and_keep_the_stored_pair() {
             .credentials(server.credentials())
             .store(store.clone())
             .base_url(server.base_url())
-            .timeout(Duration::from_secs(1))
+            .timeout(support::timeout_for(&fault))
             .build()
             .unwrap();
         session.access_token().unwrap();
@@ -517,13 +517,22 @@ fn a_lost_refresh_reply_is_reported_then_recovered_by_one_make() {
 #[test]
 fn faults_on_ordinary_calls_are_typed_and_spend_no_auth_call() {
     let server = server();
-    let session = Session::builder()
-        .credentials(server.credentials())
-        .base_url(server.base_url())
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    session.access_token().unwrap();
+    // One session per timeout (see `support::timeout_for`), both on one store: one make.
+    let store = MemoryStore::new();
+    let session_for = |fault: &Fault| {
+        Session::builder()
+            .credentials(server.credentials())
+            .store(store.clone())
+            .base_url(server.base_url())
+            .timeout(support::timeout_for(fault))
+            .build()
+            .unwrap()
+    };
+    let (patient, quick) = (
+        session_for(&Fault::RateLimited),
+        session_for(&Fault::Delay(Duration::ZERO)),
+    );
+    patient.access_token().unwrap();
     let cases: Vec<(Fault, IsExpected)> = vec![
         (Fault::ServerError(500), |e| matches!(e, Error::Server(_))),
         (Fault::MalformedJson, |e| {
@@ -549,6 +558,10 @@ fn faults_on_ordinary_calls_are_typed_and_spend_no_auth_call() {
     ];
     for (fault, expected) in cases {
         let name = format!("{fault:?}");
+        let session = match fault {
+            Fault::Delay(_) => &quick,
+            _ => &patient,
+        };
         server.inject(Route::Request, fault);
         let err = session.request("GET", "/v1/licenses", None).unwrap_err();
         assert!(expected(&err), "{name}: {err:?}");

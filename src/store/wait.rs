@@ -192,17 +192,22 @@ mod tests {
 
     #[test]
     fn a_backoff_ends_at_its_deadline_in_short_steps() {
+        // The steps: 0.1 ms doubling up to 2 ms, then 2 ms (read from the schedule, not
+        // counted against the wall clock, which a loaded machine stretches).
+        let mut far = Backoff::new(Duration::from_secs(60));
+        let mut steps = Vec::new();
+        for _ in 0..8 {
+            steps.push(far.step.as_micros());
+            assert!(far.pause());
+        }
+        assert_eq!(steps, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        // A short wait ends at its deadline, not before.
         let start = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(30));
-        let mut pauses = 0;
-        while backoff.pause() {
-            pauses += 1;
-        }
+        while backoff.pause() {}
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(30), "{took:?}");
-        assert!(took < Duration::from_millis(500), "{took:?}");
-        // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 ms, then 2 ms steps: at least a dozen pauses in 30 ms.
-        assert!(pauses >= 12, "{pauses} pauses");
+        assert!(took < Duration::from_secs(5), "{took:?}");
         assert!(!Backoff::new(Duration::ZERO).pause());
         // A huge timeout is a far deadline, not a panic.
         assert!(Backoff::new(Duration::MAX).pause());
@@ -236,7 +241,7 @@ mod tests {
         assert!(matches!(found, Ok(Waited::Found(r)) if r == record));
         assert_eq!(looks, 3);
 
-        let (start, mut looks) = (Instant::now(), 0);
+        let (start, mut looks) = (Instant::now(), 0u32);
         let waited = take_or_find(
             Duration::from_millis(120),
             Duration::from_millis(50),
@@ -246,11 +251,15 @@ mod tests {
                 Ok(None)
             },
         );
+        let took = start.elapsed();
         assert!(matches!(waited, Ok(Waited::TimedOut)));
-        assert!(start.elapsed() >= Duration::from_millis(120));
+        assert!(took >= Duration::from_millis(120));
+        // One look at the start, then one per 50 ms at most (a loaded machine may stretch
+        // the wait, and fit more looks in it).
+        let most = 1 + took.as_millis() / 50;
         assert!(
-            (1..=3).contains(&looks),
-            "{looks} looks in 120 ms, one per 50 ms"
+            looks >= 1 && u128::from(looks) <= most,
+            "{looks} looks in {took:?}, one per 50 ms"
         );
 
         // The lock, once free, is taken; no look is needed for it.

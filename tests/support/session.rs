@@ -4,8 +4,26 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use chatapp_session::store::TokenStore;
-use chatapp_session::testing::{FakeChatApp, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD};
+use chatapp_session::testing::{
+    FakeChatApp, Fault, DEFAULT_APP_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD,
+};
 use chatapp_session::{Credentials, Error, Session};
+
+/// The timeout of an exchange that meets a delay fault (the CLI's too): short of
+/// [`FAULT_DELAY`], and room for a loaded machine's ordinary replies before it.
+pub const DELAY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a delayed reply waits: past [`DELAY_TIMEOUT`].
+pub const FAULT_DELAY: Duration = Duration::from_millis(2500);
+
+/// The timeout of an exchange that meets `fault`: [`DELAY_TIMEOUT`] for a delay, which must
+/// outlast it; a long one for every other fault, whose outcome must not depend on how fast a
+/// loaded machine reads (a 4 MiB body read in a short timeout's 3/20 could run out of time).
+pub fn timeout_for(fault: &Fault) -> Duration {
+    match fault {
+        Fault::Delay(_) => DELAY_TIMEOUT,
+        _ => Duration::from_secs(30),
+    }
+}
 
 /// The credentials of a `FakeChatApp`'s default account, where no server is at hand (a child
 /// process); with one, `server.credentials()` is the same.

@@ -136,14 +136,12 @@ pub fn lock_waits_for_other_process<S: TokenStore>(store: &S, path: &Path) {
     let seen = guard.load().unwrap().unwrap();
     drop(guard);
     assert!(child.wait().unwrap().success(), "the child failed");
+    // The child saves its mark at the end of its hold: a lock() that returned any earlier
+    // would not see it (a check on the time waited would depend on the scheduler).
     assert_eq!(
         seen.makes,
         vec![1, HOLDER_MARK],
         "lock() returned before the child saved and released (after {waited:?})"
-    );
-    assert!(
-        waited >= HOLD / 2,
-        "lock() returned after {waited:?}, while the child held it for {HOLD:?}"
     );
 }
 
