@@ -37,6 +37,16 @@ fn stored(store: &dyn TokenStore) -> StoredRecord {
     store.load(&StoreKey::new(KEY)).unwrap().unwrap_or_default()
 }
 
+/// Waits until `store` holds the in-flight mark of a tokens.make on its way.
+fn wait_for_a_mark_in(store: &dyn TokenStore) {
+    assert!(
+        support::wait_until(Duration::from_secs(30), || {
+            stored(store).make_in_flight_until.is_some()
+        }),
+        "the make's in-flight mark is saved"
+    );
+}
+
 /// The disk fills while tokens.make is on its way: the pair is used from memory, and once the
 /// disk has room the next call saves it and clears the make's in-flight mark, which the failed
 /// save had left in the store (else other processes would wait on it until it expires).
@@ -51,12 +61,7 @@ fn a_make_whose_final_save_fails_clears_its_mark_at_the_next_save() {
         std::thread::spawn(move || s.access_token())
     };
     // The write-ahead entry and the mark are saved; then the disk fills.
-    assert!(
-        support::wait_until(Duration::from_secs(5), || {
-            stored(store.as_ref()).make_in_flight_until.is_some()
-        }),
-        "the make's mark is saved"
-    );
+    wait_for_a_mark_in(store.as_ref());
     full.store(true, Ordering::SeqCst);
     let token = making.join().unwrap().expect("the pair from memory");
     assert!(s.status().unwrap().unsaved);
@@ -446,25 +451,17 @@ fn a_refused_refresh_token_is_sent_once_without_credentials() {
 #[cfg(feature = "sqlite")]
 #[test]
 fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
-    use chatapp_session::store::SqliteStore;
     let server = FakeChatApp::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let open = || -> Arc<dyn TokenStore> { Arc::new(SqliteStore::open(&path).unwrap()) };
-    let store = open();
-    let a = session_on(&server, open(), &server.clock());
-    let b = session_on(&server, open(), &server.clock());
+    let file = SqliteFile::new(None);
+    let store = file.open();
+    let a = session_on(&server, file.open(), &server.clock());
+    let b = session_on(&server, file.open(), &server.clock());
     a.access_token().unwrap();
     server.revoke_all();
     // A's make is served late; meanwhile the clock passes A's in-flight mark and B makes.
     server.inject(Route::Make, Fault::Delay(Duration::from_millis(1500)));
     let slow = std::thread::spawn(move || a.request("GET", "/v1/licenses", None));
-    assert!(
-        support::wait_until(Duration::from_secs(30), || {
-            server.requests_in_progress_on(Route::Make) == 1
-        }),
-        "A's make reaches the server"
-    );
+    wait_for_a_make_at(&server);
     server.advance(60);
     b.request("GET", "/v1/licenses", None).unwrap();
     slow.join().unwrap().unwrap();
@@ -476,7 +473,7 @@ fn a_slow_make_keeps_the_ledger_entries_written_meanwhile() {
     );
 }
 
-/// The lock timeout of [`stalled_sqlite`] stores.
+/// The lock timeout of [`SqliteFile::stalled`] stores.
 #[cfg(feature = "sqlite")]
 const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a slow tokens.make takes to be answered (a delay, a slow network): time enough
@@ -484,16 +481,51 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 #[cfg(feature = "sqlite")]
 const REPLY_AFTER: Duration = Duration::from_secs(3);
 
-/// Opens stores of one SQLite file, each waiting [`LOCK_TIMEOUT`] for the lock.
+/// One SQLite file in a temporary directory (removed with it), and stores opened on it.
 #[cfg(feature = "sqlite")]
-fn stalled_sqlite(path: &std::path::Path) -> impl Fn() -> Arc<dyn TokenStore> + '_ {
-    move || -> Arc<dyn TokenStore> {
-        Arc::new(
-            chatapp_session::store::SqliteStore::open(path)
-                .unwrap()
-                .with_lock_timeout(LOCK_TIMEOUT),
-        )
+struct SqliteFile {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    lock_timeout: Option<Duration>,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteFile {
+    /// A new file whose stores wait `lock_timeout` for the lock (the store's default if none).
+    fn new(lock_timeout: Option<Duration>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        SqliteFile {
+            _dir: dir,
+            path,
+            lock_timeout,
+        }
     }
+
+    /// A new file whose stores wait [`LOCK_TIMEOUT`] for the lock.
+    fn stalled() -> Self {
+        Self::new(Some(LOCK_TIMEOUT))
+    }
+
+    /// Another store on the file, as another process would open it.
+    fn open(&self) -> Arc<dyn TokenStore> {
+        let store = chatapp_session::store::SqliteStore::open(&self.path).unwrap();
+        Arc::new(match self.lock_timeout {
+            Some(timeout) => store.with_lock_timeout(timeout),
+            None => store,
+        })
+    }
+}
+
+/// Waits until a tokens.make has reached `server` and is held there (a delay).
+#[cfg(feature = "sqlite")]
+fn wait_for_a_make_at(server: &FakeChatApp) {
+    assert!(
+        support::wait_until(Duration::from_secs(30), || {
+            server.requests_in_progress_on(Route::Make) == 1
+        }),
+        "the make reaches the server"
+    );
 }
 
 /// Holds the store's lock from now, before a slow tokens.make is answered (`answered` holds
@@ -521,12 +553,10 @@ fn stall_past_the_reply(store: &dyn TokenStore, answered: impl Fn() -> bool) {
 #[test]
 fn a_make_whose_store_cannot_be_read_again_writes_nothing_over_it_unread() {
     let server = FakeChatApp::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let open = stalled_sqlite(&path);
-    let store = open();
-    let a = session_on(&server, open(), &server.clock());
-    let b = session_on(&server, open(), &server.clock());
+    let file = SqliteFile::stalled();
+    let store = file.open();
+    let a = session_on(&server, file.open(), &server.clock());
+    let b = session_on(&server, file.open(), &server.clock());
     a.access_token().unwrap();
     server.revoke_all();
     server.inject(Route::Make, Fault::Delay(REPLY_AFTER));
@@ -535,12 +565,7 @@ fn a_make_whose_store_cannot_be_read_again_writes_nothing_over_it_unread() {
         std::thread::spawn(move || a.request("GET", "/v1/licenses", None))
     };
     // While A's make is on its way, the clock passes A's in-flight mark and B makes.
-    assert!(
-        support::wait_until(Duration::from_secs(30), || {
-            server.requests_in_progress_on(Route::Make) == 1
-        }),
-        "A's make reaches the server"
-    );
+    wait_for_a_make_at(&server);
     server.advance(60);
     b.request("GET", "/v1/licenses", None).unwrap();
     assert_eq!(stored(store.as_ref()).makes.len(), 3, "A's entry and B's");
@@ -584,33 +609,26 @@ fn a_make_whose_store_cannot_be_read_again_writes_nothing_over_it_unread() {
 #[test]
 fn a_refused_make_whose_store_cannot_be_read_again_is_taken_back_later() {
     let server = FakeChatApp::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let open = stalled_sqlite(&path);
-    let store = open();
+    let file = SqliteFile::stalled();
+    let store = file.open();
     // A reaches the server through a slow network; B directly.
     let door = support::Door::closed(&server.base_url());
     door.open_after(REPLY_AFTER);
     let a = Session::builder()
         .credentials(server.credentials())
-        .store(open())
+        .store(file.open())
         .store_key(KEY)
         .base_url(door.url())
         .clock(server.clock())
         .build()
         .unwrap();
-    let b = session_on(&server, open(), &server.clock());
+    let b = session_on(&server, file.open(), &server.clock());
     let slow = {
         let a = a.clone();
         std::thread::spawn(move || a.access_token())
     };
     // While A's make is in the door, the clock passes A's in-flight mark and B makes.
-    assert!(
-        support::wait_until(Duration::from_secs(30), || {
-            stored(store.as_ref()).make_in_flight_until.is_some()
-        }),
-        "A's make is on its way"
-    );
+    wait_for_a_mark_in(store.as_ref());
     server.advance(60);
     b.access_token().unwrap();
     let b_pair = stored(store.as_ref()).pair.expect("B's pair");
@@ -660,12 +678,10 @@ fn a_refused_make_whose_store_cannot_be_read_again_is_taken_back_later() {
 #[test]
 fn a_stalled_holder_does_not_fail_a_session_whose_pair_waits_to_be_saved() {
     let server = FakeChatApp::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let open = stalled_sqlite(&path);
+    let file = SqliteFile::stalled();
     let full = Arc::new(AtomicBool::new(false));
     let switch = Arc::clone(&full);
-    let on_disk = support::FullDisk::new(open(), move || switch.load(Ordering::SeqCst));
+    let on_disk = support::FullDisk::new(file.open(), move || switch.load(Ordering::SeqCst));
     let s = session_on(&server, Arc::new(on_disk), &server.clock());
     s.access_token().unwrap();
     // The disk fills; the server rotates the pair; the new one cannot be saved.
@@ -676,7 +692,7 @@ fn a_stalled_holder_does_not_fail_a_session_whose_pair_waits_to_be_saved() {
     let token = s.access_token().unwrap();
     full.store(false, Ordering::SeqCst);
     // Now a holder stalls with the lock: the session's calls go on with the pair in memory.
-    let store = open();
+    let store = file.open();
     let held = store.lock(&StoreKey::new(KEY)).unwrap();
     assert_eq!(s.access_token().expect("the pair in memory"), token);
     s.request("GET", "/v1/licenses", None)
