@@ -583,14 +583,21 @@ impl Inner {
         }
     }
 
-    /// The cached access token if it is still usable: the hot path.
+    /// The cached access token if it is still usable and nothing waits to be saved: the hot
+    /// path.
     #[inline]
     fn cached(&self) -> Option<AccessToken> {
-        // The clock is read before the lock is taken, to keep the lock short.
-        let now = self.clock.read();
         if self.dirty.load(Ordering::Relaxed) {
             return None;
         }
+        self.usable_now()
+    }
+
+    /// The access token in use if it is still usable now.
+    #[inline]
+    fn usable_now(&self) -> Option<AccessToken> {
+        // The clock is read before the lock is taken, to keep the lock short.
+        let now = self.clock.read();
         let current = self.current.lock();
         let current = current.as_ref()?;
         now.before(&current.usable_until)
@@ -605,14 +612,9 @@ impl Inner {
         if !self.dirty.load(Ordering::Relaxed) {
             return None;
         }
-        let now = self.clock.read();
-        let current = self.current.lock();
-        let current = current.as_ref()?;
-        let usable = Some(&current.access) != rejected && now.before(&current.usable_until);
-        usable.then(|| {
-            log::warn!("could not lock the store to save what an earlier call could not ({error}); the pair stays in use from memory");
-            current.access.clone()
-        })
+        let token = self.usable_now().filter(|token| Some(token) != rejected)?;
+        log::warn!("could not lock the store to save what an earlier call could not ({error}); the pair stays in use from memory");
+        Some(token)
     }
 
     /// The server's clock minus ours: learned from the latest reply, else as stored, else

@@ -16,9 +16,14 @@ const DAY: i64 = 86_400;
 
 /// A memory store whose saves fail (as on a full disk) while `full` is set.
 fn full_disk() -> (Arc<support::FullDisk<MemoryStore>>, Arc<AtomicBool>) {
+    full_disk_over(MemoryStore::new())
+}
+
+/// `store`, whose saves fail (as on a full disk) while `full` is set.
+fn full_disk_over<S: TokenStore>(store: S) -> (Arc<support::FullDisk<S>>, Arc<AtomicBool>) {
     let full = Arc::new(AtomicBool::new(false));
     let switch = Arc::clone(&full);
-    let store = support::FullDisk::new(MemoryStore::new(), move || switch.load(Ordering::SeqCst));
+    let store = support::FullDisk::new(store, move || switch.load(Ordering::SeqCst));
     (Arc::new(store), full)
 }
 
@@ -679,10 +684,8 @@ fn a_refused_make_whose_store_cannot_be_read_again_is_taken_back_later() {
 fn a_stalled_holder_does_not_fail_a_session_whose_pair_waits_to_be_saved() {
     let server = FakeChatApp::start().unwrap();
     let file = SqliteFile::stalled();
-    let full = Arc::new(AtomicBool::new(false));
-    let switch = Arc::clone(&full);
-    let on_disk = support::FullDisk::new(file.open(), move || switch.load(Ordering::SeqCst));
-    let s = session_on(&server, Arc::new(on_disk), &server.clock());
+    let (on_disk, full) = full_disk_over(file.open());
+    let s = session_on(&server, on_disk, &server.clock());
     s.access_token().unwrap();
     // The disk fills; the server rotates the pair; the new one cannot be saved.
     full.store(true, Ordering::SeqCst);
