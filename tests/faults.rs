@@ -18,7 +18,9 @@ use chatapp_session::testing::{FakeChatApp, Fault};
 use chatapp_session::{Endpoint, Error, Session};
 
 use support::child::{self, Params};
-use support::{cli_key, file_record, seed_pair, timeout_for, wait_until, Cli, FAULT_DELAY};
+use support::{
+    cli_key, file_record, seed_pair, timeout_for, wait_until, Cli, FAULT_DELAY, FAULT_TIMEOUT,
+};
 
 /// 64 MiB.
 const HUGE: u64 = 64 << 20;
@@ -169,7 +171,7 @@ fn faults_on_make_are_typed_keep_no_pair_and_the_next_call_makes() {
         let issued_before = server.counters().makes;
 
         // The server behaves again: the next call makes one pair, saves it and succeeds.
-        let normal = session(&server, &store, Duration::from_secs(30));
+        let normal = session(&server, &store, FAULT_TIMEOUT);
         let data = normal.request("GET", "/v1/licenses", None).unwrap();
         assert!(data.is_array(), "{what}: {data}");
         assert_eq!(server.counters().makes, issued_before + 1, "{what}");
@@ -204,7 +206,7 @@ fn more_faults_on_ordinary_calls_keep_the_pair_and_spend_no_auth_call() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::new(dir.path().join("s.json"));
     let seeded = seed_pair(&server, &store);
-    let session = session(&server, &store, Duration::from_secs(30));
+    let session = session(&server, &store, FAULT_TIMEOUT);
     for fault in cases {
         let what = format!("request {fault:?}");
         server.inject(Endpoint::Request, fault.clone());

@@ -519,18 +519,18 @@ fn faults_on_ordinary_calls_are_typed_and_spend_no_auth_call() {
     let server = server();
     // One session per timeout (see `support::timeout_for`), both on one store: one make.
     let store = MemoryStore::new();
-    let session_for = |fault: &Fault| {
+    let session_with = |timeout: Duration| {
         Session::builder()
             .credentials(server.credentials())
             .store(store.clone())
             .base_url(server.base_url())
-            .timeout(support::timeout_for(fault))
+            .timeout(timeout)
             .build()
             .unwrap()
     };
     let (patient, quick) = (
-        session_for(&Fault::RateLimited),
-        session_for(&Fault::Delay(Duration::ZERO)),
+        session_with(support::FAULT_TIMEOUT),
+        session_with(support::DELAY_TIMEOUT),
     );
     patient.access_token().unwrap();
     let cases: Vec<(Fault, IsExpected)> = vec![

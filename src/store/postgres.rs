@@ -101,8 +101,8 @@ const UPSERT: &str = "INSERT INTO chatapp_session_tokens (store_key, record, upd
 ///   holder with a shared row lock (`SELECT ... FOR SHARE`), which ends for every waiter at
 ///   once when the holder commits, and returns the record the holder saved when the caller
 ///   wants it; only then does it queue for the row lock, within what is left of the same lock
-///   timeout. Every other statement is bounded by a 30 s `statement_timeout`, and connecting by a 10 s `connect_timeout` unless the connection
-///   string sets one.
+///   timeout. Every other statement is bounded by a 30 s `statement_timeout`, and connecting
+///   by a 10 s `connect_timeout` unless the connection string sets one.
 /// - [`load`](TokenStore::load) never waits for a lock holder (it reads the last committed
 ///   row). The store keeps one connection, and opens a second one for loads made while a lock
 ///   is held in this process. A connection found broken is opened again, once per operation;

@@ -14,14 +14,17 @@ use chatapp_session::{Credentials, Error, Session};
 pub const DELAY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a delayed reply waits: past [`DELAY_TIMEOUT`].
 pub const FAULT_DELAY: Duration = Duration::from_millis(2500);
+/// The timeout of an exchange that meets any other fault, or none: long, so that the outcome
+/// does not depend on how fast a loaded machine reads (a 4 MiB body read in a short timeout's
+/// 3/20 could run out of time).
+pub const FAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The timeout of an exchange that meets `fault`: [`DELAY_TIMEOUT`] for a delay, which must
-/// outlast it; a long one for every other fault, whose outcome must not depend on how fast a
-/// loaded machine reads (a 4 MiB body read in a short timeout's 3/20 could run out of time).
+/// outlast it; [`FAULT_TIMEOUT`] for every other fault.
 pub fn timeout_for(fault: &Fault) -> Duration {
     match fault {
         Fault::Delay(_) => DELAY_TIMEOUT,
-        _ => Duration::from_secs(30),
+        _ => FAULT_TIMEOUT,
     }
 }
 
